@@ -1,0 +1,111 @@
+"""Branch Console: the back office that unlocks wallets and resets credentials."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from config import INSTANCE_DIR, ConfigError, load_config
+
+from .extensions import babel, csrf, db, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+def create_app(config_name: str | None = None, overrides: dict | None = None) -> Flask:
+    """Build a fresh, independent application: config -> extensions -> blueprints -> admin -> cli."""
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(Path(__file__).parent / "static"),
+        instance_path=str(INSTANCE_DIR),
+    )
+    app.config.update(load_config(config_name))
+    if overrides:
+        app.config.update(overrides)
+        if "DATABASE_URL" in overrides:
+            app.config["SQLALCHEMY_DATABASE_URI"] = overrides["DATABASE_URL"]
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        raise ConfigError("No database configured; set CONSOLE_DATABASE_URL.")
+    _engine_options(app)
+
+    from . import models  # noqa: F401  (register tables)
+    from .services import audit
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    audit.install_hooks()
+
+    from .web import i18n, security
+
+    i18n.init_app(app)
+    security.init_app(app)
+
+    from .web import auth, errors, home, auditing
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(home.bp)
+    app.register_blueprint(auditing.bp)
+    errors.init_app(app)
+
+    from .admin import build_admin
+
+    build_admin(app)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _engine_options(app: Flask) -> None:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if uri.startswith("sqlite"):
+        options.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        if uri in ("sqlite://", "sqlite:///:memory:"):
+            from sqlalchemy.pool import StaticPool
+
+            options.setdefault("poolclass", StaticPool)
+        else:
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        options.setdefault("pool_pre_ping", True)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+    app.config.setdefault("SQLALCHEMY_TRACK_MODIFICATIONS", False)
+    _sqlite_pragmas_once()
+
+
+_pragmas_installed = False
+
+
+def _sqlite_pragmas_once() -> None:
+    """SQLite: WAL, foreign keys, and BEGIN IMMEDIATE so writers queue instead of failing."""
+    global _pragmas_installed
+    if _pragmas_installed:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_conn, record):
+        import sqlite3
+
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    @event.listens_for(Engine, "begin")
+    def _on_begin(conn):
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    _pragmas_installed = True

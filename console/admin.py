@@ -1,0 +1,208 @@
+"""Flask-Admin for the admin role: staff and branches. Built inside create_app."""
+from __future__ import annotations
+
+import base64
+
+from flask import flash, g, request, session
+from flask_admin import Admin, AdminIndexView, expose
+from flask_admin.actions import action
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.theme import Bootstrap4Theme
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms.validators import DataRequired, Length, Regexp
+
+from . import crypto
+from .extensions import db, login_manager
+from .models.staff import Branch, BranchKind, Role, Staff
+from .permissions import ADMIN_MANAGE, can
+from .services import audit, staff_admin
+from .services.errors import NotAllowed
+from .web.roles import ROLE_LABELS
+from .web.security import current_actor, deny
+
+ADMIN_ENDPOINT = "sysadmin"
+_ONE_TIME = "one_time_secrets"
+
+
+def remember_one_time_secret(employee_no: str, password: str) -> None:
+    """Keep an initial password for exactly one page view, encrypted in the session cookie."""
+    sealed = crypto.encrypt(password, context="one-time")
+    session.setdefault(_ONE_TIME, []).append([employee_no, base64.b64encode(sealed).decode()])
+    session.modified = True
+
+
+def pop_one_time_secrets() -> list[tuple[str, str]]:
+    items = session.pop(_ONE_TIME, [])
+    return [(emp, crypto.decrypt(base64.b64decode(blob), context="one-time")) for emp, blob in items]
+
+
+class _Guarded:
+    """Admin role only; anything else is a 403 page and an audit event."""
+
+    def is_accessible(self):
+        return current_user.is_authenticated and can(current_user, ADMIN_MANAGE)
+
+    def inaccessible_callback(self, name, **kwargs):
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        deny(ADMIN_MANAGE)
+
+
+class GuardedIndexView(_Guarded, AdminIndexView):
+    @expose("/")
+    def index(self):
+        return self.render("admin/console_index.html",
+                           staff_count=db.session.scalar(select(db.func.count(Staff.id))),
+                           branch_count=db.session.scalar(select(db.func.count(Branch.id))))
+
+
+class AuditedModelView(_Guarded, ModelView):
+    form_base_class = FlaskForm
+    can_delete = False  # staff and branches are referenced by the audit trail: disable, never delete
+    can_export = False
+    fast_mass_delete = False
+    page_size = 50
+
+    def update_model(self, form, model):
+        g.audit_before = self.snapshot(model)
+        return super().update_model(form, model)
+
+
+class StaffAdmin(AuditedModelView):
+    column_list = ("employee_no", "name", "role", "branch", "active", "must_change_password",
+                   "totp_secret_enc", "locked_until", "last_signin_at")
+    column_details_list = column_list
+    column_labels = {
+        "employee_no": _l("Employee number"), "name": _l("Name"), "role": _l("Role"),
+        "branch": _l("Branch"), "active": _l("Active"), "must_change_password": _l("Must change password"),
+        "totp_secret_enc": _l("Authenticator enrolled"), "locked_until": _l("Locked until"),
+        "last_signin_at": _l("Last sign-in"),
+    }
+    column_formatters = {
+        "role": lambda v, c, m, p: ROLE_LABELS.get(m.role, m.role),
+        # Never the secret itself: only whether one is enrolled.
+        "totp_secret_enc": lambda v, c, m, p: _("yes") if m.totp_enrolled else _("no"),
+    }
+    column_sortable_list = ("employee_no", "name", "role", "active", "last_signin_at")
+    column_searchable_list = ("employee_no", "name")
+    column_filters = ("role", "active")
+    form_columns = ("employee_no", "name", "role", "branch", "active")
+    form_choices = {"role": [(r.value, r.value) for r in Role]}
+    form_args = {
+        "employee_no": {"label": _l("Employee number"), "validators": [
+            DataRequired(), Length(max=16), Regexp(r"^[A-Za-z0-9]+$", message=_l("Letters and digits only."))]},
+        "name": {"label": _l("Name"), "validators": [DataRequired(), Length(max=80)]},
+        "role": {"label": _l("Role")},
+        "branch": {"label": _l("Branch"), "validators": [DataRequired()]},
+        "active": {"label": _l("Active")},
+    }
+
+    snapshot = staticmethod(staff_admin.staff_snapshot)
+
+    def on_model_change(self, form, model, is_created):
+        actor = current_actor()
+        if is_created:
+            staff_admin.validate_staff_fields(model.employee_no, model.name, model.role)
+            g.one_time_password = staff_admin.prepare_new_staff(model)
+            db.session.flush()
+            staff_admin.record_staff_change(db.session, actor, model, None)
+        else:
+            before = g.pop("audit_before", None)
+            if model.id == actor.staff_id and (not model.active or model.role != Role.admin.value):
+                raise NotAllowed(_("You cannot disable your own account or change your own role."))
+            staff_admin.record_staff_change(db.session, actor, model, before)
+
+    def after_model_change(self, form, model, is_created):
+        # Runs after the commit: only now is the password real. Shown once, never logged.
+        if is_created and g.get("one_time_password"):
+            remember_one_time_secret(model.employee_no, g.pop("one_time_password"))
+
+    def handle_view_exception(self, exc):
+        if isinstance(exc, NotAllowed):
+            flash(exc.message, "error")
+            return True
+        return super().handle_view_exception(exc)
+
+    def _bulk(self, ids, operation, done_message):
+        actor = current_actor()
+        rows = db.session.scalars(select(Staff).where(Staff.id.in_([int(i) for i in ids]))).all()
+        try:
+            results = [(row, operation(db.session, actor, row)) for row in rows]
+        except NotAllowed as exc:
+            db.session.rollback()
+            flash(exc.message, "error")
+            return
+        db.session.commit()
+        for row, secret in results:
+            if secret:
+                remember_one_time_secret(row.employee_no, secret)
+        flash(done_message % {"n": len(rows)}, "success")
+
+    @action("reset_password", _l("Reset password"),
+            _l("Issue new one-time passwords and end their sessions?"))
+    def action_reset_password(self, ids):
+        self._bulk(ids, staff_admin.reset_staff_password, _("Password reset for %(n)s staff."))
+
+    @action("reset_totp", _l("Reset authenticator"),
+            _l("Unbind their authenticators? They enrol again at next sign-in."))
+    def action_reset_totp(self, ids):
+        self._bulk(ids, staff_admin.reset_staff_totp, _("Authenticator reset for %(n)s staff."))
+
+    @action("unlock", _l("Unlock"), _l("Unlock the selected accounts?"))
+    def action_unlock(self, ids):
+        self._bulk(ids, staff_admin.unlock_staff, _("%(n)s accounts unlocked."))
+
+    @action("disable", _l("Disable and end sessions"),
+            _l("Disable the selected accounts? Every session of theirs ends at once."))
+    def action_disable(self, ids):
+        self._bulk(ids, lambda s, a, row: staff_admin.set_staff_active(s, a, row, False),
+                   _("%(n)s accounts disabled."))
+
+
+class BranchAdmin(AuditedModelView):
+    column_list = ("code", "name", "kind", "active")
+    column_labels = {"code": _l("Branch code"), "name": _l("Name"), "kind": _l("Kind"), "active": _l("Active")}
+    column_searchable_list = ("code", "name")
+    form_columns = ("code", "name", "kind", "active")
+    form_choices = {"kind": [(k.value, k.value) for k in BranchKind]}
+    form_args = {
+        "code": {"label": _l("Branch code"), "validators": [
+            DataRequired(), Length(max=16), Regexp(r"^[A-Za-z0-9-]+$", message=_l("Letters, digits and '-' only."))]},
+        "name": {"label": _l("Name"), "validators": [DataRequired(), Length(max=120)]},
+        "kind": {"label": _l("Kind")},
+        "active": {"label": _l("Active")},
+    }
+
+    snapshot = staticmethod(staff_admin.branch_snapshot)
+
+    def on_model_change(self, form, model, is_created):
+        db.session.flush()
+        before = None if is_created else g.pop("audit_before", None)
+        audit.record(db.session, current_actor(), "branch.create" if is_created else "branch.update",
+                     before=before, after=staff_admin.branch_snapshot(model))
+
+
+def build_admin(app) -> Admin:
+    admin = Admin(
+        app,
+        name=_l("Branch Console administration"),
+        url="/admin",
+        endpoint=ADMIN_ENDPOINT,
+        theme=Bootstrap4Theme(base_template="admin/console_master.html"),
+        index_view=GuardedIndexView(name=_l("Overview"), url="/admin", endpoint=ADMIN_ENDPOINT),
+        csp_nonce_generator=lambda: g.get("csp_nonce", ""),
+    )
+    admin.add_view(StaffAdmin(Staff, db, name=_l("Staff"), endpoint="staff_admin"))
+    admin.add_view(BranchAdmin(Branch, db, name=_l("Branches"), endpoint="branch_admin"))
+
+    @app.context_processor
+    def _one_time():
+        if request.blueprint and request.blueprint.startswith(("staff_admin", ADMIN_ENDPOINT)) \
+                and session.get(_ONE_TIME):
+            return {"one_time_secrets": pop_one_time_secrets()}
+        return {}
+    return admin

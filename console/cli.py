@@ -1,0 +1,181 @@
+"""Command line: ``flask console ...`` and ``flask audit ...``."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import pyotp
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from . import crypto
+from .extensions import db
+from .models.staff import Branch, BranchKind, Role, Staff
+from .passwords import staff_password_problems
+from .services import audit, staff_admin
+from .services.actor import Actor
+from .services.errors import Conflict
+
+console_cli = AppGroup("console", help="Branch Console administration.")
+audit_cli = AppGroup("audit", help="The audit trail.")
+
+DEMO_BRANCHES = [
+    ("BJ-001", "北京西城支行 Beijing Xicheng Branch", BranchKind.branch.value),
+    ("SH-002", "上海浦东支行 Shanghai Pudong Branch", BranchKind.branch.value),
+    ("CC-95588", "客户服务中心 Customer Service Centre", BranchKind.call_centre.value),
+    ("HO-000", "总行 Head Office", BranchKind.head_office.value),
+]
+# employee number, name, role, branch code
+DEMO_STAFF = [
+    ("T1001", "王柜员", Role.teller.value, "BJ-001"),
+    ("A2001", "李坐席", Role.agent.value, "CC-95588"),
+    ("S3001", "张主管", Role.supervisor.value, "BJ-001"),
+    ("S3002", "陈主管", Role.supervisor.value, "CC-95588"),
+    ("U4001", "赵审计", Role.auditor.value, "HO-000"),
+    ("M5001", "刘管理", Role.admin.value, "HO-000"),
+]
+
+
+def _refuse_in_production() -> None:
+    if not current_app.config.get("DEMO_ALLOWED"):
+        click.echo("Refusing: demo data is not allowed under the production configuration.", err=True)
+        sys.exit(2)
+
+
+def _cli_actor() -> Actor:
+    return Actor(kind="system", channel="cli")
+
+
+@console_cli.command("seed-demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing when staff already exist.")
+def seed_demo(if_empty: bool) -> None:
+    """Create demo branches and one staff member of each role; print their sign-in details."""
+    _refuse_in_production()
+    if db.session.scalar(select(Staff.id).limit(1)) is not None:
+        if if_empty:
+            click.echo("Demo data already present; nothing created. "
+                       "Sign-in details were printed when it was first created "
+                       "(see instance/demo-credentials.txt).")
+            return
+        click.echo("Refusing: the database already has staff. Use a fresh database for demo data.", err=True)
+        sys.exit(2)
+    actor = _cli_actor()
+    branches = {}
+    for code, name, kind in DEMO_BRANCHES:
+        branch = Branch(code=code, name=name, kind=kind, active=True)
+        db.session.add(branch)
+        db.session.flush()
+        audit.record(db.session, actor, "branch.create", after=staff_admin.branch_snapshot(branch))
+        branches[code] = branch
+    lines = []
+    for emp, name, role, code in DEMO_STAFF:
+        staff = Staff(employee_no=emp, name=name, role=role, branch=branches[code], active=True)
+        password = staff_admin.prepare_new_staff(staff)
+        # Demo accounts arrive enrolled so a newcomer can sign in at once.
+        staff.must_change_password = False
+        db.session.add(staff)
+        db.session.flush()
+        secret = pyotp.random_base32()
+        staff.totp_secret_enc = crypto.encrypt(secret, context=f"staff.totp:{staff.id}")
+        audit.record(db.session, actor, "staff.create", after=staff_admin.staff_snapshot(staff),
+                     details={"demo": True})
+        lines.append((emp, name, role, code, password, secret))
+    db.session.commit()
+    text = _credentials_text(lines)
+    path = current_app.instance_path + "/demo-credentials.txt"
+    import os
+
+    os.makedirs(current_app.instance_path, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    click.echo(text)
+
+
+def _credentials_text(lines) -> str:
+    out = ["Demo staff (DEMO ONLY - never use these accounts in production):", ""]
+    out.append(f"{'employee':<9} {'role':<11} {'branch':<9} {'password':<17} TOTP secret (add to an authenticator app)")
+    for emp, _name, role, code, password, secret in lines:
+        out.append(f"{emp:<9} {role:<11} {code:<9} {password:<17} {secret}")
+    out.append("")
+    out.append("Current authenticator code for a demo account: flask console demo-code EMPLOYEE_NO")
+    return "\n".join(out) + "\n"
+
+
+@console_cli.command("demo-code")
+@click.argument("employee_no")
+def demo_code(employee_no: str) -> None:
+    """Print the current TOTP code of a demo account (demo only)."""
+    _refuse_in_production()
+    staff = db.session.scalar(select(Staff).where(Staff.employee_no == employee_no))
+    if staff is None or not staff.totp_enrolled:
+        click.echo("No such staff member with an enrolled authenticator.", err=True)
+        sys.exit(1)
+    secret = crypto.decrypt(staff.totp_secret_enc, context=f"staff.totp:{staff.id}")
+    click.echo(pyotp.TOTP(secret).now())
+
+
+@console_cli.command("create-staff")
+@click.option("--employee-no", required=True)
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
+@click.option("--branch", "branch_code", required=True, help="Branch code.")
+@click.option("--create-branch", "branch_name", default=None, help="Create the branch with this name if missing.")
+def create_staff(employee_no, name, role, branch_code, branch_name) -> None:
+    """Create a staff account; prints its one-time initial password (changed at first sign-in)."""
+    actor = Actor(kind="system", channel="cli", role=Role.admin.value)
+    branch = db.session.scalar(select(Branch).where(Branch.code == branch_code))
+    if branch is None:
+        if not branch_name:
+            click.echo(f"No branch {branch_code}; pass --create-branch NAME to create it.", err=True)
+            sys.exit(1)
+        branch = staff_admin.create_branch(db.session, actor, code=branch_code, name=branch_name,
+                                           kind=BranchKind.branch.value)
+    try:
+        staff, initial = staff_admin.create_staff(db.session, actor, employee_no=employee_no, name=name,
+                                                  role=role, branch=branch)
+    except Conflict:
+        db.session.rollback()
+        click.echo(f"Employee number {employee_no} already exists.", err=True)
+        sys.exit(1)
+    db.session.commit()
+    click.echo(f"Created {staff.employee_no} ({role}, {branch.code}).")
+    click.echo(f"One-time initial password: {initial}")
+    click.echo("It must be changed at first sign-in, where the authenticator is enrolled too.")
+
+
+@console_cli.command("check-password")
+@click.argument("employee_no")
+def check_password_policy(employee_no: str) -> None:
+    """Read a candidate password on stdin and list the staff policy rules it breaks."""
+    password = sys.stdin.readline().rstrip("\n")
+    problems = staff_password_problems(password, employee_no=employee_no,
+                                       min_length=current_app.config["STAFF_PASSWORD_MIN_LENGTH"])
+    click.echo(json.dumps(problems))
+    sys.exit(1 if problems else 0)
+
+
+@audit_cli.command("verify")
+def verify() -> None:
+    """Walk the chain; exit 0 when intact, 1 with the first broken sequence number otherwise."""
+    report = audit.verify_chain(db.session)
+    audit.record(db.session, Actor(kind="system", channel="cli"), "audit.verify",
+                 outcome="success" if report.intact else "failed",
+                 details={"intact": report.intact, "events": report.count,
+                          "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+    if report.intact:
+        db.session.commit()
+        click.echo(f"intact: {report.count} events, head {report.head_seq} {report.head_hash}")
+        return
+    db.session.rollback()  # never extend a broken chain
+    click.echo(f"BROKEN at sequence {report.first_bad_seq}: {report.reason} "
+               f"({report.count} events verified before it)")
+    sys.exit(1)
+
+
+def register_cli(app) -> None:
+    app.cli.add_command(console_cli)
+    app.cli.add_command(audit_cli)
+

@@ -1,0 +1,3 @@
+"""Models, one module per area; importing this package registers them all."""
+from .audit import AuditEvent, ChainHead  # noqa: F401
+from .staff import Branch, BranchKind, Role, Staff, StaffSession  # noqa: F401

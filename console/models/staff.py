@@ -1,0 +1,102 @@
+"""Branches, staff accounts and their sign-in sessions."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .types import UTCDateTime
+
+
+class BranchKind(str, enum.Enum):
+    branch = "branch"
+    call_centre = "call_centre"
+    head_office = "head_office"
+
+
+class Role(str, enum.Enum):
+    teller = "teller"
+    agent = "agent"
+    supervisor = "supervisor"
+    auditor = "auditor"
+    admin = "admin"
+
+
+class Branch(db.Model):
+    __tablename__ = "branch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(16), default=BranchKind.branch.value)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    staff: Mapped[list[Staff]] = relationship(back_populates="branch")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"
+
+
+class Staff(UserMixin, db.Model):
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    employee_no: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(16))
+    branch_id: Mapped[int] = mapped_column(ForeignKey("branch.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    password_hash: Mapped[str] = mapped_column(String(255))
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # TOTP secret, AES-GCM encrypted; NULL until enrolled at first sign-in.
+    totp_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+
+    failed_signins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped to end every session of this staff member at once.
+    session_generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_signin_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    branch: Mapped[Branch] = relationship(back_populates="staff")
+    sessions: Mapped[list[StaffSession]] = relationship(back_populates="staff")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return bool(self.active)
+
+    @property
+    def totp_enrolled(self) -> bool:
+        return self.totp_secret_enc is not None
+
+    def __str__(self) -> str:
+        return f"{self.employee_no} {self.name}"
+
+
+class StaffSession(db.Model):
+    """A signed-in console session, kept in the database so every node sees it."""
+
+    __tablename__ = "staff_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # SHA-256 of the random token held in the browser's cookie.
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    # Non-secret identifier written to the audit trail.
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8), default="web")
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(16))
+
+    staff: Mapped[Staff] = relationship(back_populates="sessions")

@@ -1,0 +1,38 @@
+"""Who is acting: passed explicitly into every service."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str  # "staff", "system", "anonymous", "service"
+    staff_id: int | None = None
+    employee_no: str | None = None
+    role: str | None = None
+    branch_code: str | None = None
+    branch_id: int | None = None
+    source_ip: str | None = None
+    session_id: str | None = None
+    channel: str = "console"
+    active: bool = True
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.kind == "staff"
+
+    @classmethod
+    def for_staff(cls, staff, *, source_ip=None, session_id=None, channel="console") -> Actor:
+        return cls(
+            kind="staff", staff_id=staff.id, employee_no=staff.employee_no, role=staff.role,
+            branch_code=staff.branch.code if staff.branch else None, branch_id=staff.branch_id,
+            source_ip=source_ip, session_id=session_id, channel=channel, active=bool(staff.active),
+        )
+
+    @classmethod
+    def system(cls, channel: str = "system") -> Actor:
+        return cls(kind="system", channel=channel)
+
+    @classmethod
+    def anonymous(cls, *, source_ip=None, channel="console") -> Actor:
+        return cls(kind="anonymous", source_ip=source_ip, channel=channel)

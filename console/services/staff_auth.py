@@ -1,0 +1,234 @@
+"""Staff sign-in: password, TOTP, lockout and sessions (DESIGN.md section 3, PCI DSS 8.x).
+
+Every outcome is an audit event. Failures reserve before they verify: one conditional
+UPDATE claims a slot in the failure counter before the password or code is checked,
+so a burst of guesses cannot exceed the limit.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pyotp
+from flask import current_app
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.orm import Session
+
+from .. import crypto
+from ..models.staff import Staff, StaffSession
+from ..passwords import hash_password, staff_password_problems, verify_password
+from ..timeutil import utcnow
+from . import audit
+from .actor import Actor
+from .errors import InvalidInput
+
+GENERIC_FAILURE = "bad_credentials"
+
+
+@dataclass
+class SigninResult:
+    status: str  # "ok", "invalid", "locked"
+    staff: Staff | None = None
+    locked_until: object = None
+
+
+def _cfg(name):
+    return current_app.config[name]
+
+
+def _reserve_attempt(session: Session, staff: Staff) -> bool:
+    """Claim one failure slot; False when the account is locked (no check may run)."""
+    now = utcnow()
+    limit = _cfg("STAFF_LOCKOUT_THRESHOLD")
+    lapsed = and_(Staff.locked_until.is_not(None), Staff.locked_until <= now)
+    row = session.execute(
+        update(Staff)
+        .where(Staff.id == staff.id)
+        .where(or_(lapsed, and_(Staff.locked_until.is_(None), Staff.failed_signins < limit)))
+        .values(
+            failed_signins=case((lapsed, 1), else_=Staff.failed_signins + 1),
+            locked_until=case((lapsed, None), else_=Staff.locked_until),
+        )
+        .returning(Staff.failed_signins)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.refresh(staff)
+    return row is not None
+
+
+def _release_attempt(session: Session, staff: Staff) -> None:
+    staff.failed_signins = 0
+    staff.locked_until = None
+
+
+def _fail_attempt(session: Session, staff: Staff, actor: Actor, step: str) -> SigninResult:
+    """The reserved attempt failed: lock when it was the last allowed one."""
+    audit.record(session, actor, "staff.signin", outcome="failed", reason_code=GENERIC_FAILURE,
+                 details={"employee_no": staff.employee_no, "step": step,
+                          "failures": staff.failed_signins})
+    if staff.failed_signins >= _cfg("STAFF_LOCKOUT_THRESHOLD"):
+        staff.locked_until = utcnow() + timedelta(minutes=_cfg("STAFF_LOCKOUT_MINUTES"))
+        audit.record(session, Actor.system(), "staff.locked", reason_code="too_many_failures",
+                     after={"employee_no": staff.employee_no,
+                            "locked_until": staff.locked_until.isoformat()})
+        return SigninResult("locked", staff, staff.locked_until)
+    return SigninResult("invalid", staff)
+
+
+def _is_locked(staff: Staff) -> bool:
+    return staff.locked_until is not None and staff.locked_until > utcnow()
+
+
+def check_password(session: Session, employee_no: str, password: str, *, source_ip: str | None) -> SigninResult:
+    """First step of sign-in. Unknown number and wrong password look the same to the caller."""
+    actor = Actor.anonymous(source_ip=source_ip)
+    staff = session.scalar(select(Staff).where(Staff.employee_no == employee_no.strip()))
+    if staff is None:
+        verify_password(None, password)  # same cost as a real check
+        audit.record(session, actor, "staff.signin", outcome="failed", reason_code="unknown_employee",
+                     details={"employee_no": employee_no.strip()[:16]})
+        return SigninResult("invalid")
+    actor = _actor(staff, source_ip)
+    if not staff.active:
+        verify_password(None, password)
+        audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_disabled",
+                     details={"employee_no": staff.employee_no})
+        return SigninResult("invalid")
+    if _is_locked(staff) or not _reserve_attempt(session, staff):
+        audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_locked",
+                     details={"employee_no": staff.employee_no})
+        return SigninResult("locked", staff, staff.locked_until)
+    if not verify_password(staff.password_hash, password):
+        return _fail_attempt(session, staff, actor, "password")
+    return SigninResult("ok", staff)
+
+
+def check_totp(session: Session, staff: Staff, code: str, *, source_ip: str | None) -> SigninResult:
+    """Second step: the authenticator code. A code is accepted once (no replay)."""
+    actor = _actor(staff, source_ip)
+    if not staff.active:
+        return SigninResult("invalid")
+    if _is_locked(staff) or not _reserve_attempt(session, staff):
+        audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_locked",
+                     details={"employee_no": staff.employee_no, "step": "totp"})
+        return SigninResult("locked", staff, staff.locked_until)
+    step = _matching_step(staff_totp_secret(staff), code, staff.totp_last_step)
+    if step is None:
+        return _fail_attempt(session, staff, actor, "totp")
+    staff.totp_last_step = step
+    return SigninResult("ok", staff)
+
+
+def _matching_step(secret: str, code: str, last_step: int | None) -> int | None:
+    code = (code or "").strip().replace(" ", "")
+    if not (len(code) == 6 and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    now_step = int(utcnow().timestamp()) // totp.interval
+    for step in (now_step, now_step - 1, now_step + 1):
+        if last_step is not None and step <= last_step:
+            continue
+        if crypto.constant_time_equals(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def staff_totp_secret(staff: Staff) -> str:
+    return crypto.decrypt(staff.totp_secret_enc, context=f"staff.totp:{staff.id}")
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(staff: Staff, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=staff.employee_no, issuer_name=_cfg("TOTP_ISSUER"))
+
+
+def enroll_totp(session: Session, staff: Staff, secret: str, code: str, *, source_ip: str | None) -> bool:
+    """Bind the authenticator once the staff member proves it shows the right code."""
+    actor = _actor(staff, source_ip)
+    step = _matching_step(secret, code, None)
+    if step is None:
+        audit.record(session, actor, "staff.totp_enrol", outcome="failed", reason_code="wrong_code")
+        return False
+    staff.totp_secret_enc = crypto.encrypt(secret, context=f"staff.totp:{staff.id}")
+    staff.totp_last_step = step
+    audit.record(session, actor, "staff.totp_enrol", after={"totp_enrolled": True})
+    return True
+
+
+def change_own_password(session: Session, staff: Staff, new_password: str, *, source_ip: str | None) -> None:
+    """Set a new password (forced at first sign-in and after an admin reset)."""
+    problems = staff_password_problems(new_password, employee_no=staff.employee_no,
+                                       min_length=_cfg("STAFF_PASSWORD_MIN_LENGTH"))
+    if not problems and verify_password(staff.password_hash, new_password):
+        problems.append("same_as_current")
+    actor = _actor(staff, source_ip)
+    if problems:
+        audit.record(session, actor, "staff.password_change", outcome="failed",
+                     reason_code="policy", details={"rules": problems})
+        raise InvalidInput("password policy", problems=problems)
+    staff.password_hash = hash_password(new_password)
+    staff.must_change_password = False
+    staff.password_changed_at = utcnow()
+    audit.record(session, actor, "staff.password_change", after={"must_change_password": False})
+
+
+def start_session(session: Session, staff: Staff, *, source_ip: str | None, kind: str = "web") -> tuple[str, StaffSession]:
+    """Complete sign-in: a brand-new session (never reused), failures reset."""
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    row = StaffSession(
+        token_digest=crypto.token_digest(token), public_id=secrets.token_hex(8), staff_id=staff.id,
+        generation=staff.session_generation, kind=kind, source_ip=source_ip,
+        created_at=now, last_seen_at=now,
+    )
+    session.add(row)
+    _release_attempt(session, staff)
+    staff.last_signin_at = now
+    session.flush()
+    audit.record(session, _actor(staff, source_ip, row.public_id), "staff.signin",
+                 details={"session_kind": kind})
+    return token, row
+
+
+def resolve_session(session: Session, token: str | None) -> tuple[StaffSession | None, str | None]:
+    """The live session for a cookie token, or (None, why it ended)."""
+    if not token:
+        return None, None
+    row = session.scalar(select(StaffSession).where(StaffSession.token_digest == crypto.token_digest(token)))
+    if row is None:
+        return None, None
+    if row.ended_at is not None:
+        return None, row.ended_reason
+    staff = row.staff
+    now = utcnow()
+    reason = None
+    if not staff.active or row.generation != staff.session_generation:
+        reason = "revoked"
+    elif now - row.created_at > timedelta(hours=_cfg("STAFF_ABSOLUTE_TIMEOUT_HOURS")):
+        reason = "absolute_timeout"
+    elif now - row.last_seen_at > timedelta(minutes=_cfg("STAFF_IDLE_TIMEOUT_MINUTES")):
+        reason = "idle_timeout"
+    if reason:
+        end_session(session, row, reason, actor=Actor.system())
+        return None, reason
+    return row, None
+
+
+def touch_session(row: StaffSession) -> None:
+    row.last_seen_at = utcnow()
+
+
+def end_session(session: Session, row: StaffSession, reason: str, *, actor: Actor) -> None:
+    row.ended_at = utcnow()
+    row.ended_reason = reason
+    action = "staff.signout" if reason == "signout" else "staff.session_end"
+    audit.record(session, actor, action, reason_code=reason,
+                 details={"employee_no": row.staff.employee_no, "session": row.public_id})
+
+
+def _actor(staff: Staff, source_ip: str | None, session_id: str | None = None) -> Actor:
+    return Actor.for_staff(staff, source_ip=source_ip, session_id=session_id)

@@ -1,0 +1,1 @@
+"""HTML console: one blueprint per workbench, guarded as a whole."""

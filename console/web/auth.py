@@ -1,0 +1,230 @@
+"""Staff sign-in pages: employee number + password, then TOTP (enrolled at first sign-in)."""
+from __future__ import annotations
+
+import base64
+import time
+
+import segno
+from flask import (Blueprint, current_app, flash, g, redirect, render_template, request, session,
+                   url_for)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+
+from .. import crypto
+from ..extensions import db, login_manager
+from ..models.staff import Staff
+from ..passwords import STAFF_PASSWORD_MESSAGES
+from ..services import staff_auth
+from ..services.errors import InvalidInput
+from .security import client_ip, current_actor, is_safe_next, requires
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+TIMEOUT_MESSAGES = {
+    "idle_timeout": _l("You were signed out after 15 minutes without activity. Please sign in again."),
+    "absolute_timeout": _l("Your session reached its 12-hour limit. Please sign in again."),
+    "revoked": _l("Your session was ended by an administrator. Please sign in again."),
+    "password_reset": _l("Your password was reset by an administrator. Please sign in again."),
+    "totp_reset": _l("Your authenticator was reset by an administrator. Please sign in again."),
+}
+
+
+class LoginForm(FlaskForm):
+    employee_no = StringField(_l("Employee number"), validators=[DataRequired(), Length(max=16)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
+    next = HiddenField()
+
+
+class TotpForm(FlaskForm):
+    code = StringField(_l("Authenticator code"), validators=[
+        DataRequired(), Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message=_l("Enter the 6 digits shown in your authenticator app."))])
+
+
+class ChangePasswordForm(FlaskForm):
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=256)])
+    confirm = PasswordField(_l("Repeat the new password"), validators=[
+        DataRequired(), EqualTo("new_password", message=STAFF_PASSWORD_MESSAGES["mismatch"])])
+
+
+@login_manager.unauthorized_handler
+def _unauthorized():
+    reason = g.get("session_end_reason")
+    if reason in TIMEOUT_MESSAGES:
+        flash(TIMEOUT_MESSAGES[reason], "warning")
+    else:
+        flash(_("Please sign in first."), "info")
+    target = request.full_path if request.method == "GET" else None
+    return redirect(url_for("auth.login", next=target.rstrip("?") if target else None))
+
+
+# --- pending sign-in state (signed cookie, short-lived) -------------------------------
+
+
+def _pending() -> tuple[dict, Staff] | tuple[None, None]:
+    state = session.get("pending")
+    if not state:
+        return None, None
+    if time.time() - state.get("t", 0) > current_app.config["STAFF_PENDING_SIGNIN_SECONDS"]:
+        session.pop("pending", None)
+        flash(_("The sign-in took too long. Please start again."), "warning")
+        return None, None
+    staff = db.session.get(Staff, state["staff"])
+    if staff is None or not staff.active or staff.session_generation != state.get("gen"):
+        session.pop("pending", None)
+        return None, None
+    return state, staff
+
+
+def _next_step(state: dict, staff: Staff):
+    if staff.totp_enrolled and not state.get("totp"):
+        return redirect(url_for("auth.totp"))
+    if staff.must_change_password:
+        return redirect(url_for("auth.change_password"))
+    if not staff.totp_enrolled:
+        return redirect(url_for("auth.enrol"))
+    return _finish(state, staff)
+
+
+def _finish(state: dict, staff: Staff):
+    target = state.get("next")
+    session.clear()  # a brand-new session at every sign-in (no fixation)
+    token, _row = staff_auth.start_session(db.session, staff, source_ip=client_ip())
+    db.session.commit()
+    session["sid"] = token
+    session.permanent = True
+    if state.get("lang"):
+        session["lang"] = state["lang"]
+    return redirect(target if is_safe_next(target) else url_for("home.index"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("home.index"))
+    form = LoginForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+    if form.validate_on_submit():
+        result = staff_auth.check_password(db.session, form.employee_no.data, form.password.data,
+                                           source_ip=client_ip())
+        db.session.commit()
+        if result.status == "ok":
+            lang = session.get("lang")
+            session.clear()
+            session["pending"] = {"staff": result.staff.id, "gen": result.staff.session_generation,
+                                  "t": time.time(), "totp": False, "lang": lang,
+                                  "next": form.next.data if is_safe_next(form.next.data) else None}
+            return _next_step(session["pending"], result.staff)
+        if result.status == "locked" and result.staff is not None and result.staff.locked_until:
+            flash(_("Too many failed attempts. This account is locked; try again later or ask an administrator to unlock it."), "error")
+        else:
+            flash(_("Employee number or password is incorrect."), "error")
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/totp", methods=["GET", "POST"])
+def totp():
+    state, staff = _pending()
+    if state is None:
+        return redirect(url_for("auth.login"))
+    if not staff.totp_enrolled:
+        return _next_step(state, staff)
+    form = TotpForm()
+    if form.validate_on_submit():
+        result = staff_auth.check_totp(db.session, staff, form.code.data, source_ip=client_ip())
+        db.session.commit()
+        if result.status == "ok":
+            state["totp"] = True
+            session["pending"] = state
+            return _next_step(state, staff)
+        if result.status == "locked":
+            session.pop("pending", None)
+            flash(_("Too many failed attempts. This account is locked; try again later or ask an administrator to unlock it."), "error")
+            return redirect(url_for("auth.login"))
+        flash(_("The authenticator code is incorrect or was already used."), "error")
+    return render_template("auth/totp.html", form=form, staff=staff)
+
+
+@bp.route("/change-password", methods=["GET", "POST"])
+def change_password():
+    state, staff = _pending()
+    if state is None:
+        return redirect(url_for("auth.login"))
+    if staff.totp_enrolled and not state.get("totp"):
+        return redirect(url_for("auth.totp"))
+    if not staff.must_change_password:
+        return _next_step(state, staff)
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            staff_auth.change_own_password(db.session, staff, form.new_password.data, source_ip=client_ip())
+        except InvalidInput as exc:
+            db.session.rollback()
+            for code in exc.details.get("problems", []):
+                form.new_password.errors.append(
+                    STAFF_PASSWORD_MESSAGES[code] % {"n": current_app.config["STAFF_PASSWORD_MIN_LENGTH"]})
+        else:
+            db.session.commit()
+            flash(_("Your password was changed."), "success")
+            return _next_step(state, staff)
+    return render_template("auth/change_password.html", form=form, staff=staff,
+                           min_length=current_app.config["STAFF_PASSWORD_MIN_LENGTH"])
+
+
+@bp.route("/enrol", methods=["GET", "POST"])
+def enrol():
+    state, staff = _pending()
+    if state is None:
+        return redirect(url_for("auth.login"))
+    if staff.totp_enrolled or staff.must_change_password:
+        return _next_step(state, staff)
+    if not state.get("enrol"):
+        sealed = crypto.encrypt(staff_auth.new_totp_secret(), context=f"enrol:{staff.id}")
+        state["enrol"] = base64.b64encode(sealed).decode()
+        session["pending"] = state
+    secret = crypto.decrypt(base64.b64decode(state["enrol"]), context=f"enrol:{staff.id}")
+    form = TotpForm()
+    if form.validate_on_submit():
+        ok = staff_auth.enroll_totp(db.session, staff, secret, form.code.data, source_ip=client_ip())
+        db.session.commit()
+        if ok:
+            state["totp"] = True
+            state.pop("enrol", None)
+            session["pending"] = state
+            return _next_step(state, staff)
+        flash(_("The code does not match. Check the time on your phone and try the current code."), "error")
+    uri = staff_auth.totp_uri(staff, secret)
+    qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
+    grouped = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+    return render_template("auth/enrol.html", form=form, staff=staff, qr=qr, secret=grouped)
+
+
+@bp.route("/logout", methods=["POST"])
+@requires()
+def logout():
+    row = g.get("staff_session")
+    if current_user.is_authenticated and row is not None:
+        staff_auth.end_session(db.session, row, "signout", actor=current_actor())
+        db.session.commit()
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    flash(_("You have signed out."), "success")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/language", methods=["POST"])
+def set_language():
+    lang = request.form.get("lang", "")
+    if lang in current_app.config["LANGUAGES"]:
+        session["lang"] = lang
+        if session.get("pending"):
+            session["pending"]["lang"] = lang
+            session.modified = True
+    target = request.form.get("next")
+    return redirect(target if is_safe_next(target) else url_for("home.index"))

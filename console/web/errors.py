@@ -1,0 +1,43 @@
+"""Error pages in the user's language; never a stack trace."""
+from __future__ import annotations
+
+import logging
+
+from flask import render_template
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from ..extensions import db
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: _l("The request could not be understood. Please go back and try again."),
+    403: _l("Your role does not allow this. The attempt has been recorded."),
+    404: _l("This page does not exist, or you may not see it."),
+    405: _l("This action is not available here."),
+    413: _l("The request is too large."),
+    429: _l("Too many requests. Please wait a moment and try again."),
+    500: _l("Something went wrong on our side. The error has been logged; please try again."),
+}
+
+
+def _page(code: int, message=None):
+    return render_template("error.html", code=code, message=message or MESSAGES.get(code, MESSAGES[400])), code
+
+
+def init_app(app) -> None:
+    @app.errorhandler(CSRFError)
+    def _csrf(exc):
+        return _page(400, _l("The form expired or was not sent from this console. Please reload the page and try again."))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc):
+        return _page(exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        db.session.rollback()
+        log.exception("unhandled error")
+        return _page(500)
