@@ -18,7 +18,7 @@ class AuditEvent(db.Model):
     # Sequence numbers come from the chain head: gapless, and the ordering authority.
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    actor_type: Mapped[str] = mapped_column(String(8))
+    actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[int | None] = mapped_column(Integer)
     actor_employee_no: Mapped[str | None] = mapped_column(String(16))
     actor_role: Mapped[str | None] = mapped_column(String(16))

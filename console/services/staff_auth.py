@@ -21,7 +21,6 @@ from ..passwords import hash_password, staff_password_problems, verify_password
 from ..timeutil import utcnow
 from . import audit
 from .actor import Actor
-from .errors import InvalidInput
 
 GENERIC_FAILURE = "bad_credentials"
 
@@ -55,6 +54,16 @@ def _reserve_attempt(session: Session, staff: Staff) -> bool:
     ).first()
     session.refresh(staff)
     return row is not None
+
+
+def _return_slot(session: Session, staff: Staff) -> None:
+    """A step succeeded: give back its reserved slot, keeping earlier failures counted."""
+    session.execute(
+        update(Staff).where(Staff.id == staff.id, Staff.failed_signins > 0)
+        .values(failed_signins=Staff.failed_signins - 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(staff)
 
 
 def _release_attempt(session: Session, staff: Staff) -> None:
@@ -101,6 +110,7 @@ def check_password(session: Session, employee_no: str, password: str, *, source_
         return SigninResult("locked", staff, staff.locked_until)
     if not verify_password(staff.password_hash, password):
         return _fail_attempt(session, staff, actor, "password")
+    _return_slot(session, staff)
     return SigninResult("ok", staff)
 
 
@@ -116,6 +126,7 @@ def check_totp(session: Session, staff: Staff, code: str, *, source_ip: str | No
     step = _matching_step(staff_totp_secret(staff), code, staff.totp_last_step)
     if step is None:
         return _fail_attempt(session, staff, actor, "totp")
+    _return_slot(session, staff)
     staff.totp_last_step = step
     return SigninResult("ok", staff)
 
@@ -159,8 +170,12 @@ def enroll_totp(session: Session, staff: Staff, secret: str, code: str, *, sourc
     return True
 
 
-def change_own_password(session: Session, staff: Staff, new_password: str, *, source_ip: str | None) -> None:
-    """Set a new password (forced at first sign-in and after an admin reset)."""
+def change_own_password(session: Session, staff: Staff, new_password: str, *, source_ip: str | None) -> list[str]:
+    """Set a new password (forced at first sign-in and after an admin reset).
+
+    Returns the policy rules the password breaks; then nothing changes but the
+    refusal's audit event, which the caller commits like any other outcome.
+    """
     problems = staff_password_problems(new_password, employee_no=staff.employee_no,
                                        min_length=_cfg("STAFF_PASSWORD_MIN_LENGTH"))
     if not problems and verify_password(staff.password_hash, new_password):
@@ -169,11 +184,12 @@ def change_own_password(session: Session, staff: Staff, new_password: str, *, so
     if problems:
         audit.record(session, actor, "staff.password_change", outcome="failed",
                      reason_code="policy", details={"rules": problems})
-        raise InvalidInput("password policy", problems=problems)
+        return problems
     staff.password_hash = hash_password(new_password)
     staff.must_change_password = False
     staff.password_changed_at = utcnow()
     audit.record(session, actor, "staff.password_change", after={"must_change_password": False})
+    return []
 
 
 def start_session(session: Session, staff: Staff, *, source_ip: str | None, kind: str = "web") -> tuple[str, StaffSession]:

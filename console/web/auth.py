@@ -19,7 +19,6 @@ from ..extensions import db, login_manager
 from ..models.staff import Staff
 from ..passwords import STAFF_PASSWORD_MESSAGES
 from ..services import staff_auth
-from ..services.errors import InvalidInput
 from .security import client_ip, current_actor, is_safe_next, requires
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -160,17 +159,15 @@ def change_password():
         return _next_step(state, staff)
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        try:
-            staff_auth.change_own_password(db.session, staff, form.new_password.data, source_ip=client_ip())
-        except InvalidInput as exc:
-            db.session.rollback()
-            for code in exc.details.get("problems", []):
-                form.new_password.errors.append(
-                    STAFF_PASSWORD_MESSAGES[code] % {"n": current_app.config["STAFF_PASSWORD_MIN_LENGTH"]})
-        else:
-            db.session.commit()
+        problems = staff_auth.change_own_password(db.session, staff, form.new_password.data,
+                                                  source_ip=client_ip())
+        db.session.commit()
+        if not problems:
             flash(_("Your password was changed."), "success")
             return _next_step(state, staff)
+        for code in problems:
+            form.new_password.errors.append(
+                STAFF_PASSWORD_MESSAGES[code] % {"n": current_app.config["STAFF_PASSWORD_MIN_LENGTH"]})
     return render_template("auth/change_password.html", form=form, staff=staff,
                            min_length=current_app.config["STAFF_PASSWORD_MIN_LENGTH"])
 

@@ -39,5 +39,5 @@ def init_app(app) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc):
         db.session.rollback()
-        log.exception("unhandled error")
+        log.exception("unhandled error: %s", exc)
         return _page(500)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from flask import current_app, session
-from flask_babel import get_locale
-
 from ..extensions import babel
 
 
@@ -23,5 +21,5 @@ def init_app(app) -> None:
 
     @app.context_processor
     def _lang():
-        return {"current_lang": str(get_locale() or app.config["BABEL_DEFAULT_LOCALE"]),
+        return {"current_lang": select_locale(),
                 "languages": app.config["LANGUAGES"]}

@@ -31,7 +31,7 @@ def upgrade():
     op.create_table('audit_event',
     sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('occurred_at', console.models.types.UTCDateTime(), nullable=False),
-    sa.Column('actor_type', sa.String(length=8), nullable=False),
+    sa.Column('actor_type', sa.String(length=16), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('actor_employee_no', sa.String(length=16), nullable=True),
     sa.Column('actor_role', sa.String(length=16), nullable=True),
