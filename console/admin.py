@@ -8,6 +8,7 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.theme import Bootstrap4Theme
+from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -40,6 +41,11 @@ def pop_one_time_secrets() -> list[tuple[str, str]]:
     return [(emp, crypto.decrypt(base64.b64decode(blob), context="one-time")) for emp, blob in items]
 
 
+def _beijing(value):
+    """Times are stored in UTC and shown in the configured zone (Asia/Shanghai)."""
+    return format_datetime(value, "yyyy-MM-dd HH:mm") if value else ""
+
+
 class _Guarded:
     """Admin role only; anything else is a 403 page and an audit event."""
 
@@ -60,8 +66,19 @@ class GuardedIndexView(_Guarded, AdminIndexView):
                            branch_count=db.session.scalar(select(db.func.count(Branch.id))))
 
 
+class AdminForm(FlaskForm):
+    """CSRF-protected admin form that, like Flask-Admin's BaseForm, remembers the edited object.
+
+    Flask-Admin's Unique validator needs ``_obj`` to tell "this record" from "another one".
+    """
+
+    def __init__(self, formdata=None, obj=None, prefix="", **kwargs):
+        self._obj = obj
+        super().__init__(formdata=formdata, obj=obj, prefix=prefix, **kwargs)
+
+
 class AuditedModelView(_Guarded, ModelView):
-    form_base_class = FlaskForm
+    form_base_class = AdminForm
     can_delete = False  # staff and branches are referenced by the audit trail: disable, never delete
     can_export = False
     fast_mass_delete = False
@@ -84,12 +101,13 @@ class StaffAdmin(AuditedModelView):
     }
     column_formatters = {
         "role": lambda v, c, m, p: ROLE_LABELS.get(m.role, m.role),
+        "locked_until": lambda v, c, m, p: _beijing(m.locked_until),
+        "last_signin_at": lambda v, c, m, p: _beijing(m.last_signin_at),
         # Never the secret itself: only whether one is enrolled.
         "totp_secret_enc": lambda v, c, m, p: _("yes") if m.totp_enrolled else _("no"),
     }
     column_sortable_list = ("employee_no", "name", "role", "active", "last_signin_at")
     column_searchable_list = ("employee_no", "name")
-    column_filters = ("role", "active")
     form_columns = ("employee_no", "name", "role", "branch", "active")
     form_choices = {"role": [(r.value, r.value) for r in Role]}
     form_args = {

@@ -45,7 +45,7 @@ def _refuse_in_production() -> None:
 
 
 def _cli_actor() -> Actor:
-    return Actor(kind="system", channel="cli")
+    return Actor.operator()
 
 
 @console_cli.command("seed-demo")
@@ -125,7 +125,7 @@ def demo_code(employee_no: str) -> None:
 @click.option("--create-branch", "branch_name", default=None, help="Create the branch with this name if missing.")
 def create_staff(employee_no, name, role, branch_code, branch_name) -> None:
     """Create a staff account; prints its one-time initial password (changed at first sign-in)."""
-    actor = Actor(kind="system", channel="cli", role=Role.admin.value)
+    actor = Actor.operator()
     branch = db.session.scalar(select(Branch).where(Branch.code == branch_code))
     if branch is None:
         if not branch_name:
@@ -161,7 +161,7 @@ def check_password_policy(employee_no: str) -> None:
 def verify() -> None:
     """Walk the chain; exit 0 when intact, 1 with the first broken sequence number otherwise."""
     report = audit.verify_chain(db.session)
-    audit.record(db.session, Actor(kind="system", channel="cli"), "audit.verify",
+    audit.record(db.session, Actor.operator(), "audit.verify",
                  outcome="success" if report.intact else "failed",
                  details={"intact": report.intact, "events": report.count,
                           "first_bad_seq": report.first_bad_seq, "reason": report.reason})

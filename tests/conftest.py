@@ -198,8 +198,9 @@ def make_staff(role="teller", *, employee_no=None, branch_code="BJ-001", enrolle
     if enrolled:
         secret = pyotp.random_base32()
         staff.totp_secret_enc = crypto.encrypt(secret, context=f"staff.totp:{staff.id}")
-    db.session.commit()
-    return StaffHandle(staff.id, employee_no, password, secret, role, branch_code)
+    staff_id = staff.id
+    db.session.commit()  # and no read after it: SQLite's writer lock must stay free for the server
+    return StaffHandle(staff_id, employee_no, password, secret, role, branch_code)
 
 
 def totp_code(handle: StaffHandle) -> str:
@@ -208,6 +209,7 @@ def totp_code(handle: StaffHandle) -> str:
 
     db.session.expire_all()
     last = db.session.get(Staff, handle.id).totp_last_step
+    db.session.rollback()  # end the read transaction (SQLite writers wait for it)
     totp = pyotp.TOTP(handle.totp_secret)
     now_step = int(timeutil.utcnow().timestamp()) // 30
     step = now_step if last is None or last < now_step else last + 1

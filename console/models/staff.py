@@ -73,6 +73,12 @@ class Staff(UserMixin, db.Model):
         return bool(self.active)
 
     @property
+    def is_authenticated(self) -> bool:
+        # A Staff object is only ever current_user through a live session. UserMixin would
+        # answer "is_active", which flips mid-request when an admin edits this very row.
+        return True
+
+    @property
     def totp_enrolled(self) -> bool:
         return self.totp_secret_enc is not None
 

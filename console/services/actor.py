@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # "staff", "system", "anonymous", "service"
+    kind: str  # "staff", "operator" (CLI), "system", "anonymous", "service"
     staff_id: int | None = None
     employee_no: str | None = None
     role: str | None = None
@@ -19,7 +19,7 @@ class Actor:
 
     @property
     def is_authenticated(self) -> bool:
-        return self.kind == "staff"
+        return self.kind in ("staff", "operator")
 
     @classmethod
     def for_staff(cls, staff, *, source_ip=None, session_id=None, channel="console") -> Actor:
@@ -28,6 +28,11 @@ class Actor:
             branch_code=staff.branch.code if staff.branch else None, branch_id=staff.branch_id,
             source_ip=source_ip, session_id=session_id, channel=channel, active=bool(staff.active),
         )
+
+    @classmethod
+    def operator(cls) -> Actor:
+        """Whoever runs the CLI on a server: trusted with the admin role's permissions."""
+        return cls(kind="operator", role="admin", channel="cli")
 
     @classmethod
     def system(cls, channel: str = "system") -> Actor:

@@ -1,16 +1,12 @@
 """Error pages in the user's language; never a stack trace."""
 from __future__ import annotations
 
-import logging
-
-from flask import render_template
+from flask import current_app, render_template
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
-
-log = logging.getLogger(__name__)
 
 MESSAGES = {
     400: _l("The request could not be understood. Please go back and try again."),
@@ -39,5 +35,5 @@ def init_app(app) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc):
         db.session.rollback()
-        log.exception("unhandled error: %s", exc)
+        current_app.logger.exception("unhandled error: %s", type(exc).__name__)
         return _page(500)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses: Chromium (browser tests), poppler-utils (PDF checks),
+# fonts-wqy-microhei (an embeddable CJK TrueType font). Installs only what is missing.
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "note: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]}) or the tests that need them are skipped" >&2
+  exit 0
+fi
+echo "installing ${missing[*]} ..."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

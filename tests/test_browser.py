@@ -1,0 +1,96 @@
+"""End to end in headless Chromium: sign in with password + TOTP and reach the role home page."""
+import pyotp
+import pytest
+
+from .browser import CHROMIUM_ARGS, LiveServer, chromium_or_skip, shot
+from .conftest import make_staff, totp_code
+
+pytestmark = [pytest.mark.browser, pytest.mark.sqlite_only]
+
+
+@pytest.fixture
+def browser_page(app, backend):
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with LiveServer(app) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+        page = context.new_page()
+        page.base_url = server.url
+        errors = []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.console_errors = errors
+        yield page
+        context.close()
+        browser.close()
+
+
+def test_teller_signs_in_with_password_and_totp(browser_page, app):
+    page = browser_page
+    handle = make_staff("teller")
+    page.goto(page.base_url + "/")
+    assert "/auth/login" in page.url
+    shot(page, "01-login")
+    page.fill("#employee_no", handle.employee_no)
+    page.fill("#password", handle.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/auth/totp")
+    shot(page, "02-totp")
+    page.fill("#code", totp_code(handle))
+    page.keyboard.press("Enter")
+    page.wait_for_url(page.base_url + "/")
+    assert "您的角色可以办理" in page.content()
+    assert "柜员" in page.inner_text(".hero")
+    shot(page, "03-teller-home")
+    assert page.console_errors == []  # no CSP violations or script errors
+
+
+def test_first_sign_in_enrols_the_authenticator_from_the_qr_page(browser_page, app):
+    page = browser_page
+    handle = make_staff("auditor", enrolled=False, branch_code="HO-000")
+    page.goto(page.base_url + "/auth/login")
+    page.fill("#employee_no", handle.employee_no)
+    page.fill("#password", handle.password)
+    page.click("button[type=submit].btn-primary")
+    page.wait_for_url("**/auth/enrol")
+    assert page.locator("img[alt]").first.is_visible()
+    shot(page, "04-enrol")
+    secret = page.inner_text("code.secret").replace(" ", "")
+    page.fill("#code", pyotp.TOTP(secret).now())
+    page.keyboard.press("Enter")
+    page.wait_for_url(page.base_url + "/")
+    assert "审计员" in page.inner_text(".hero")
+    page.click("text=English")
+    page.wait_for_load_state()
+    assert "What your role can do" in page.content()
+    shot(page, "05-auditor-home-en")
+    assert page.console_errors == []
+
+
+def test_admin_reaches_flask_admin_without_csp_errors(browser_page, app):
+    page = browser_page
+    handle = make_staff("admin", branch_code="HO-000")
+    page.goto(page.base_url + "/auth/login")
+    page.fill("#employee_no", handle.employee_no)
+    page.fill("#password", handle.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/auth/totp")
+    page.fill("#code", totp_code(handle))
+    page.keyboard.press("Enter")
+    page.wait_for_url(page.base_url + "/")
+    other = make_staff("teller")
+    page.goto(page.base_url + "/admin/staff_admin/")
+    assert "员工" in page.content()
+    shot(page, "06-admin-staff")
+    # A bulk action runs under the CSP (no inline handlers): reset another teller's password.
+    page.check(f"input.action-checkbox[value='{other.id}']")
+    page.click("text=所选操作" if page.locator("text=所选操作").count() else "[data-toggle=dropdown] >> nth=0")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("[data-model-action=reset_password]")
+    page.wait_for_load_state()
+    assert "一次性初始密码" in page.content()
+    shot(page, "06b-admin-one-time-password")
+    page.goto(page.base_url + "/admin/staff_admin/new/")
+    shot(page, "07-admin-new-staff")
+    assert page.console_errors == []
