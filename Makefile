@@ -31,8 +31,6 @@ run: setup
 	$(BIN)/flask db upgrade
 	$(BIN)/flask console seed-demo --if-empty
 	@echo
-	@cat instance/demo-credentials.txt 2>/dev/null || true
-	@echo
 	@echo "Branch Console is starting at http://$(HOST):$(PORT)/"
 	@echo "Sign in with an employee number and password above, then the 6-digit code from an"
 	@echo "authenticator app holding that TOTP secret (or: $(BIN)/flask console demo-code T1001)."

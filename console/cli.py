@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -55,9 +56,11 @@ def seed_demo(if_empty: bool) -> None:
     _refuse_in_production()
     if db.session.scalar(select(Staff.id).limit(1)) is not None:
         if if_empty:
-            click.echo("Demo data already present; nothing created. "
-                       "Sign-in details were printed when it was first created "
-                       "(see instance/demo-credentials.txt).")
+            click.echo("Demo data already present; nothing created.")
+            saved = os.path.join(current_app.instance_path, "demo-credentials.txt")
+            if os.path.exists(saved):
+                with open(saved, encoding="utf-8") as fh:
+                    click.echo(fh.read())
             return
         click.echo("Refusing: the database already has staff. Use a fresh database for demo data.", err=True)
         sys.exit(2)
@@ -84,9 +87,7 @@ def seed_demo(if_empty: bool) -> None:
         lines.append((emp, name, role, code, password, secret))
     db.session.commit()
     text = _credentials_text(lines)
-    path = current_app.instance_path + "/demo-credentials.txt"
-    import os
-
+    path = os.path.join(current_app.instance_path, "demo-credentials.txt")
     os.makedirs(current_app.instance_path, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
