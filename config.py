@@ -17,7 +17,8 @@ BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = Path(os.environ.get("CONSOLE_INSTANCE_PATH", BASE_DIR / "instance"))
 
 # Secrets the application cannot run without (production refuses to start).
-REQUIRED_SECRETS = ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BLIND_INDEX_KEY", "AUDIT_SIGNING_KEY")
+REQUIRED_SECRETS = ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BLIND_INDEX_KEY", "AUDIT_SIGNING_KEY",
+                    "WALLET_SERVICE_KEY")
 
 
 class ConfigError(RuntimeError):
@@ -32,8 +33,50 @@ class BaseConfig:
     DATA_ENCRYPTION_KEY: str | None = None
     BLIND_INDEX_KEY: str | None = None
     AUDIT_SIGNING_KEY: str | None = None
+    # The key the wallet's own back end presents to the wallet API (Authorization: Bearer ...).
+    WALLET_SERVICE_KEY: str | None = None
 
     BANK_NAME = "Branch Console Demo Bank"
+    BANK_NAME_ZH = "演示银行"
+    HOTLINE = "95588"
+
+    # Wallet sign-in lockout (PCI DSS 8.3.4): the nth lock within the window lasts the nth
+    # duration; past the list the wallet stays locked until staff unlock it.
+    WALLET_LOCKOUT_THRESHOLD = 5
+    WALLET_LOCK_DURATIONS_MINUTES = (30, 60)
+    WALLET_LOCK_WINDOW_HOURS = 24
+    # How long an attempt waits for in-flight attempts when every slot is claimed.
+    WALLET_CLAIM_WAIT_SECONDS = 3
+    # Risk monitor: this many failures from this many source addresses within the window freeze.
+    RISK_FREEZE_MIN_FAILURES = 20
+    RISK_FREEZE_MIN_SOURCES = 5
+    RISK_FREEZE_WINDOW_MINUTES = 10
+
+    # Customer passwords (NIST SP 800-63B).
+    WALLET_PASSWORD_MIN_LENGTH = 8
+    WALLET_PASSWORD_HISTORY = 4
+    WALLET_PASSWORD_EXPIRY_DAYS = 365  # 0: passwords do not expire
+    TEMP_PASSWORD_LENGTH = 12
+    TEMP_PASSWORD_HOURS = 24
+    SECURITY_QUESTIONS_REQUIRED = 2
+
+    # Wallet tiers (e-CNY style); amounts in yuan.
+    WALLET_TIER_LIMITS = {
+        1: {"balance": None, "per_payment": None, "daily": None},
+        2: {"balance": 500000, "per_payment": 50000, "daily": 100000},
+        3: {"balance": 20000, "per_payment": 5000, "daily": 10000},
+        4: {"balance": 10000, "per_payment": 2000, "daily": 5000},
+    }
+
+    # SMS gateway: "log" (a local outbox file, the default) or "http".
+    SMS_GATEWAY = "log"
+    SMS_LOG_PATH: str | None = None  # default: instance/sms-outbox.log
+    SMS_HTTP_URL: str | None = None
+    SMS_HTTP_TOKEN: str | None = None
+    SMS_HTTP_TIMEOUT_SECONDS = 5
+    SMS_HTTP_RETRIES = 3
+    SMS_MAX_ATTEMPTS = 6
+    SMS_RETRY_BASE_SECONDS = 30
 
     # Staff sign-in policy (PCI DSS 8.2.8, 8.3.4, 8.3.6).
     STAFF_PASSWORD_MIN_LENGTH = 12
@@ -83,7 +126,10 @@ def _coerce(raw: str, default):
     if isinstance(default, timedelta):
         return timedelta(seconds=int(raw))
     if isinstance(default, (tuple, list)):
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
+        parts = tuple(p.strip() for p in raw.split(",") if p.strip())
+        if default and all(isinstance(d, int) for d in default):
+            return tuple(int(p) for p in parts)
+        return parts
     return raw
 
 
@@ -95,15 +141,14 @@ def _development_secrets() -> dict:
     """
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
     path = INSTANCE_DIR / "dev-secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    values = {
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "DATA_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "BLIND_INDEX_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "AUDIT_SIGNING_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    values = json.loads(path.read_text()) if path.exists() else {}
+    missing = [k for k in REQUIRED_SECRETS if not values.get(k)]
+    if not missing:
+        return values
+    for key in missing:
+        values[key] = (secrets.token_urlsafe(48) if key == "SECRET_KEY"
+                       else base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(values, fh)
     return values
@@ -129,6 +174,7 @@ class TestingConfig(BaseConfig):
     DATA_ENCRYPTION_KEY = base64.urlsafe_b64encode(b"t" * 32).decode()
     BLIND_INDEX_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
     AUDIT_SIGNING_KEY = base64.urlsafe_b64encode(b"s" * 32).decode()
+    WALLET_SERVICE_KEY = base64.urlsafe_b64encode(b"w" * 32).decode()
     DATABASE_URL = "sqlite://"
     WTF_CSRF_ENABLED = True
 

@@ -50,6 +50,10 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(auth.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(auditing.bp)
+
+    from .api import wallet as wallet_api
+
+    app.register_blueprint(wallet_api.bp)
     errors.init_app(app)
 
     from .admin import build_admin

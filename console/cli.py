@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from datetime import date, timedelta
 
 import click
 import pyotp
@@ -13,11 +15,16 @@ from sqlalchemy import select
 
 from . import crypto
 from .extensions import db
+from .adapters.sms import gateway_from_config
+from .identity import resident_id_check_char
+from .models.customer import TwoFactorBinding, WalletLock
 from .models.staff import Branch, BranchKind, Role, Staff
 from .passwords import staff_password_problems
-from .services import audit, staff_admin
+from .services import audit, customers, staff_admin, wallet_credentials, wallet_signin
 from .services.actor import Actor
-from .services.errors import Conflict
+from .services.errors import Conflict, NotFound
+from .services.notifications import deliver_due
+from .timeutil import utcnow
 
 console_cli = AppGroup("console", help="Branch Console administration.")
 audit_cli = AppGroup("audit", help="The audit trail.")
@@ -86,13 +93,82 @@ def seed_demo(if_empty: bool) -> None:
                      details={"demo": True})
         lines.append((emp, name, role, code, password, secret))
     db.session.commit()
-    text = _credentials_text(lines)
+    wallets = seed_demo_customers()
+    text = _credentials_text(lines) + _wallets_text(wallets)
     path = os.path.join(current_app.instance_path, "demo-credentials.txt")
     os.makedirs(current_app.instance_path, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     click.echo(text)
+
+
+DEMO_WALLET_PASSWORD = "Spring-rain-2468"
+# name, birth date, mobile, state
+DEMO_CUSTOMERS = [
+    ("张伟", date(1985, 3, 14), "13812345678", "active"),
+    ("李娜", date(1990, 7, 2), "13923456789", "locked_30_minutes"),
+    ("王芳", date(1978, 11, 23), "13734567890", "locked_until_unlock"),
+    ("刘洋", date(1995, 1, 9), "15045678901", "risk_frozen"),
+    ("陈静", date(1988, 5, 30), "18656789012", "password_expired"),
+    ("杨磊", date(2000, 9, 17), "17767890123", "active_without_2fa"),
+]
+
+
+def demo_resident_id(born: date, sequence: int, region: str = "110105") -> str:
+    first17 = f"{region}{born:%Y%m%d}{sequence:03d}"
+    return first17 + resident_id_check_char(first17)
+
+
+def _fire(wallet_no: str, count: int, *, password: str, sources: int = 1) -> list[str]:
+    results = []
+    for i in range(count):
+        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                             source_ip=f"203.0.113.{10 + i % sources}", device_id="demo-cli")
+        results.append(outcome.result)
+    return results
+
+
+def seed_demo_customers() -> list[tuple]:
+    """Customers in every state the console must handle, locked for real by the lockout engine."""
+    actor = _cli_actor()
+    made = []
+    for i, (name, born, mobile, state) in enumerate(DEMO_CUSTOMERS, start=1):
+        customer = customers.create_customer(
+            db.session, actor, name=name, id_type="resident_id", id_number=demo_resident_id(born, 100 + i),
+            mobile=mobile, id_expires_on=date(2035, 12, 31))
+        wallet = customers.open_wallet(db.session, actor, customer, password=DEMO_WALLET_PASSWORD,
+                                       tier=2 if i % 2 else 4)
+        if state != "active_without_2fa":
+            db.session.add(TwoFactorBinding(wallet_id=wallet.id, device_id=f"DEV-{wallet.wallet_no[-6:]}",
+                                            device_label="华为 Mate 60" if i % 2 else "iPhone 15",
+                                            bound_at=utcnow() - timedelta(days=200)))
+            wallet_credentials.set_security_questions(
+                db.session, actor, wallet, [("mother_birthplace", "杭州"), ("first_school", "实验小学")])
+        if state == "password_expired":
+            wallet.password_expires_at = utcnow() - timedelta(days=3)
+        if state == "locked_until_unlock":
+            # Two earlier locks today, both lapsed: the next one lasts until staff unlock it.
+            for hours in (5, 3):
+                started = utcnow() - timedelta(hours=hours)
+                db.session.add(WalletLock(wallet_id=wallet.id, kind="temporary", started_at=started,
+                                          until=started + timedelta(minutes=30),
+                                          ended_at=started + timedelta(minutes=30), ended_by="lapsed"))
+        db.session.commit()
+        if state in ("locked_30_minutes", "locked_until_unlock"):
+            _fire(wallet.wallet_no, current_app.config["WALLET_LOCKOUT_THRESHOLD"], password="wrong-password")
+        if state == "risk_frozen":
+            _fire(wallet.wallet_no, current_app.config["RISK_FREEZE_MIN_FAILURES"], password="wrong-password",
+                  sources=current_app.config["RISK_FREEZE_MIN_SOURCES"])
+        made.append((wallet.wallet_no, name, customer.mobile_masked, state))
+    return made
+
+
+def _wallets_text(wallets) -> str:
+    out = ["", f"Demo wallets (wallet API sign-in password for all: {DEMO_WALLET_PASSWORD}):", ""]
+    for wallet_no, name, mobile, state in wallets:
+        out.append(f"{wallet_no}  {name:<4} {mobile}  {state}")
+    return "\n".join(out) + "\n"
 
 
 def _credentials_text(lines) -> str:
@@ -156,6 +232,42 @@ def check_password_policy(employee_no: str) -> None:
                                        min_length=current_app.config["STAFF_PASSWORD_MIN_LENGTH"])
     click.echo(json.dumps(problems))
     sys.exit(1 if problems else 0)
+
+
+@console_cli.command("fire-signins")
+@click.argument("wallet_no")
+@click.option("--attempts", default=5, show_default=True, type=click.IntRange(1, 200))
+@click.option("--password", default="wrong-password", show_default=True)
+@click.option("--sources", default=1, show_default=True, type=click.IntRange(1, 250),
+              help="Spread the attempts over this many source addresses.")
+def fire_signins(wallet_no: str, attempts: int, password: str, sources: int) -> None:
+    """Fire sign-ins at a wallet through the real lockout engine (demo only)."""
+    _refuse_in_production()
+    try:
+        results = _fire(wallet_no, attempts, password=password, sources=sources)
+    except NotFound:
+        click.echo(f"No active wallet {wallet_no}.", err=True)
+        sys.exit(1)
+    for n, result in enumerate(results, start=1):
+        click.echo(f"{n:>3} {result}")
+
+
+@console_cli.command("deliver-notifications")
+@click.option("--loop", is_flag=True, help="Keep delivering until interrupted.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between rounds with --loop.")
+@click.option("--batch", default=100, show_default=True)
+def deliver_notifications(loop: bool, interval: float, batch: int) -> None:
+    """Deliver due SMS from the outbox through the configured gateway."""
+    gateway = gateway_from_config(current_app.config, current_app.instance_path)
+    while True:
+        counts = deliver_due(db.session, gateway, limit=batch)
+        if counts["sent"] or counts["retry"] or counts["failed"] or not loop:
+            click.echo(f"sent {counts['sent']}, to retry {counts['retry']}, failed {counts['failed']} "
+                       f"(gateway {gateway.name})")
+        db.session.remove()
+        if not loop:
+            return
+        time.sleep(interval)
 
 
 @audit_cli.command("verify")

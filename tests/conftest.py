@@ -262,3 +262,51 @@ def audit_events(action=None):
     if action:
         query = query.filter(AuditEvent.action == action)
     return query.all()
+
+
+# --- customers and wallets -------------------------------------------------------------------
+
+WALLET_PASSWORD = "Spring-rain-2468"
+_mobiles = itertools.count(13800000001)
+
+
+def make_wallet(*, name="张伟", password=WALLET_PASSWORD, born=None, mobile=None, with_2fa=True, questions=True):
+    """A customer with one wallet, created through the real services (commits)."""
+    from datetime import date
+
+    from console.cli import demo_resident_id
+    from console.models.customer import TwoFactorBinding
+    from console.services import customers, wallet_credentials
+    from console.services.actor import Actor
+
+    actor = Actor.operator()
+    born = born or date(1985, 3, 14)
+    customer = customers.create_customer(
+        db.session, actor, name=name, id_type="resident_id",
+        id_number=demo_resident_id(born, next(_counter) % 1000), mobile=mobile or str(next(_mobiles)),
+        id_expires_on=date(2035, 12, 31))
+    wallet = customers.open_wallet(db.session, actor, customer, password=password)
+    if with_2fa:
+        db.session.add(TwoFactorBinding(wallet_id=wallet.id, device_id="DEV-1", device_label="phone",
+                                        bound_at=timeutil.utcnow()))
+    if questions:
+        wallet_credentials.set_security_questions(db.session, actor, wallet,
+                                                  [("mother_birthplace", "杭州"), ("first_school", "实验小学")])
+    wallet_no = wallet.wallet_no
+    db.session.commit()
+    return wallet_no
+
+
+def sign_in_wallet(wallet_no, password, *, source_ip="198.51.100.7"):
+    from console.services import wallet_signin
+
+    outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                         source_ip=source_ip)
+    return outcome
+
+
+def get_wallet(wallet_no):
+    from console.models.customer import Wallet
+
+    db.session.expire_all()
+    return db.session.query(Wallet).filter_by(wallet_no=wallet_no).one()

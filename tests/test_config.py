@@ -10,6 +10,7 @@ PROD_ENV = {
     "CONSOLE_DATA_ENCRYPTION_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
     "CONSOLE_BLIND_INDEX_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
     "CONSOLE_AUDIT_SIGNING_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
+    "CONSOLE_WALLET_SERVICE_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
 }
 
 
@@ -41,8 +42,10 @@ def test_short_keys_are_refused(monkeypatch):
 def test_environment_overrides_are_typed(monkeypatch):
     monkeypatch.setenv("CONSOLE_STAFF_LOCKOUT_THRESHOLD", "7")
     monkeypatch.setenv("CONSOLE_HSTS", "true")
+    monkeypatch.setenv("CONSOLE_WALLET_LOCK_DURATIONS_MINUTES", "15,45,90")
     values = load_config("testing")
     assert values["STAFF_LOCKOUT_THRESHOLD"] == 7 and values["HSTS"] is True
+    assert values["WALLET_LOCK_DURATIONS_MINUTES"] == (15, 45, 90)
 
 
 def test_unknown_environment_name(monkeypatch):

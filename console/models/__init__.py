@@ -1,3 +1,6 @@
 """Models, one module per area; importing this package registers them all."""
 from .audit import AuditEvent, ChainHead  # noqa: F401
+from .customer import (Customer, LoginAttempt, RiskAlert, SecurityQuestion, TwoFactorBinding,  # noqa: F401
+                       Wallet, WalletLock, WalletPasswordHistory)
+from .notification import Notification, NotificationAttempt  # noqa: F401
 from .staff import Branch, BranchKind, Role, Staff, StaffSession  # noqa: F401

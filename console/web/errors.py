@@ -1,7 +1,7 @@
 """Error pages in the user's language; never a stack trace."""
 from __future__ import annotations
 
-from flask import current_app, render_template
+from flask import current_app, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -19,7 +19,16 @@ MESSAGES = {
 }
 
 
+API_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+             405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+             429: "rate_limited", 500: "internal_error"}
+
+
 def _page(code: int, message=None):
+    if request.path.startswith("/api/"):
+        from ..api.common import error_response
+
+        return error_response(code, API_CODES.get(code, "error"), str(message or MESSAGES.get(code, MESSAGES[400])))
     return render_template("error.html", code=code, message=message or MESSAGES.get(code, MESSAGES[400])), code
 
 

@@ -18,8 +18,10 @@ from ..timeutil import utcnow
 # Endpoints reachable without signing in. Everything else is guarded; a test walks the URL map.
 PUBLIC_ENDPOINTS = frozenset({
     "static", "auth.login", "auth.totp", "auth.enrol", "auth.change_password", "auth.set_language",
+    "wallet_api.openapi",
 })
-GUARDED_BLUEPRINTS: set[str] = set()
+# Blueprints whose every view is behind a guard; the wallet API's is its service key.
+GUARDED_BLUEPRINTS: set[str] = {"wallet_api"}
 TOUCH_EVERY = timedelta(seconds=30)
 
 

@@ -1,0 +1,1 @@
+"""JSON APIs: the wallet API (service key) and, later, the staff API (bearer tokens)."""

@@ -1,0 +1,107 @@
+"""SMS to the customer's registered mobile, through the transactional outbox.
+
+``queue_sms`` adds a row in the caller's transaction, so a message exists exactly when the
+change it reports was committed. ``deliver_due`` (the worker) sends due rows through the
+configured gateway, recording every attempt, and backs off exponentially on failure.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import crypto
+from ..adapters.sms import DeliveryError, SmsMessage
+from ..identity import mask_mobile
+from ..models.customer import Customer, Wallet
+from ..models.notification import Notification, NotificationAttempt
+from ..timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+# Chinese texts; {bank}, {hotline} and {time} (Beijing time) are always available.
+TEMPLATES = {
+    "wallet_locked": "【{bank}】您的数字钱包因连续{failures}次输入错误密码已被锁定，将于{until}自动解锁。如非本人操作，请致电{hotline}。",
+    "wallet_locked_until_unlock": "【{bank}】您的数字钱包因多次输入错误密码已被锁定，需本人携带有效身份证件到网点或致电{hotline}核实身份后解锁。",
+    "wallet_frozen": "【{bank}】我行检测到您的数字钱包存在异常登录尝试，为保障资金安全已临时冻结。请致电{hotline}或到网点办理。",
+    "password_changed": "【{bank}】您的数字钱包登录密码已于{time}修改成功。如非本人操作，请立即致电{hotline}。",
+    "security_questions_set": "【{bank}】您的数字钱包密保问题已于{time}设置。如非本人操作，请立即致电{hotline}。",
+    "temporary_password": "【{bank}】您的数字钱包临时密码为{password}，{hours}小时内有效，仅可使用一次，登录后须立即设置新密码。请勿向任何人（包括银行工作人员）透露。",
+}
+
+
+def beijing(value) -> str:
+    zone = ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+def customer_mobile(customer: Customer) -> str:
+    return crypto.decrypt(customer.mobile_enc, context="customer.mobile")
+
+
+def queue_sms(session: Session, customer: Customer, kind: str, *, wallet: Wallet | None = None,
+              secret: bool = False, **params) -> Notification:
+    """Add an SMS to the outbox in the current transaction.
+
+    A text with ``secret=True`` (a temporary password) travels alone and is stored encrypted
+    like every text; nothing of it is logged or audited.
+    """
+    now = utcnow()
+    text = TEMPLATES[kind].format(bank=current_app.config["BANK_NAME_ZH"], hotline=current_app.config["HOTLINE"],
+                                  time=beijing(now), **params)
+    mobile = customer_mobile(customer)
+    row = Notification(
+        customer_id=customer.id, wallet_id=wallet.id if wallet else None, kind=kind,
+        mobile_enc=crypto.encrypt(mobile, context="notification.mobile"), mobile_masked=mask_mobile(mobile),
+        body_enc=crypto.encrypt(text, context="notification.body"), carries_secret=secret,
+        status="pending", attempts=0, next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def message_text(row: Notification) -> str:
+    return crypto.decrypt(row.body_enc, context="notification.body")
+
+
+def _due(session: Session, limit: int):
+    query = (select(Notification)
+             .where(Notification.status == "pending", Notification.next_attempt_at <= utcnow())
+             .order_by(Notification.id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)  # several workers never send one twice
+    return session.scalars(query).all()
+
+
+def deliver_due(session: Session, gateway, *, limit: int = 100) -> dict:
+    """Send what is due; commits after each message so a crash never resends a delivered one."""
+    counts = {"sent": 0, "retry": 0, "failed": 0}
+    max_attempts = current_app.config["SMS_MAX_ATTEMPTS"]
+    base = current_app.config["SMS_RETRY_BASE_SECONDS"]
+    for row in _due(session, limit):
+        now = utcnow()
+        row.attempts += 1
+        message = SmsMessage(ref=f"N{row.id}", mobile=crypto.decrypt(row.mobile_enc, context="notification.mobile"),
+                             text=message_text(row), kind=row.kind)
+        try:
+            row.gateway_ref = gateway.send(message)
+        except DeliveryError as exc:
+            final = exc.permanent or row.attempts >= max_attempts
+            outcome = "failed" if final else "retry"
+            row.status = "failed" if final else "pending"
+            row.last_error = str(exc)[:500]
+            row.next_attempt_at = now + timedelta(seconds=base * 2 ** (row.attempts - 1))
+            log.warning("sms %s ref=N%s to=%s: %s", outcome, row.id, row.mobile_masked, row.last_error)
+        else:
+            outcome = "sent"
+            row.status, row.sent_at, row.last_error = "sent", now, None
+        session.add(NotificationAttempt(notification_id=row.id, at=now, gateway=gateway.name, outcome=outcome,
+                                        error=row.last_error if outcome != "sent" else None))
+        session.commit()
+        counts[outcome] += 1
+    return counts

@@ -1,0 +1,177 @@
+"""The wallet lockout engine: exact counting, escalation, lapse, refusal without a check."""
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+
+from console import timeutil
+from console.extensions import db
+from console.models.customer import LoginAttempt, WalletLock
+from console.services import wallet_signin
+
+from .conftest import WALLET_PASSWORD, audit_events, get_wallet, make_wallet, sign_in_wallet
+
+
+@pytest.fixture
+def checks(monkeypatch):
+    """Counts real password checks (argon2 verifications) made by the engine."""
+    counter = {"n": 0}
+    lock = threading.Lock()
+    real = wallet_signin.verify_password
+
+    def counting(stored, password):
+        with lock:
+            counter["n"] += 1
+        return real(stored, password)
+
+    monkeypatch.setattr(wallet_signin, "verify_password", counting)
+    return counter
+
+
+def test_right_password_signs_in(app):
+    wallet_no = make_wallet()
+    outcome = sign_in_wallet(wallet_no, WALLET_PASSWORD)
+    assert outcome.result == "ok"
+
+
+def test_five_wrong_passwords_lock_for_thirty_minutes(app, checks):
+    wallet_no = make_wallet()
+    results = [sign_in_wallet(wallet_no, "wrong-one").result for _ in range(5)]
+    assert results == ["invalid_credentials"] * 4 + ["locked"]
+    wallet = get_wallet(wallet_no)
+    assert wallet.lock_kind == "temporary"
+    assert timedelta(minutes=29) < wallet.lock_until - timeutil.utcnow() <= timedelta(minutes=30)
+    locked = audit_events("wallet.locked")
+    assert len(locked) == 1 and locked[0].actor_type == "system"
+    assert json.loads(locked[0].after_state)["lock_kind"] == "temporary"
+    # Locked: even the right password is refused, without a check.
+    before = checks["n"]
+    outcome = sign_in_wallet(wallet_no, WALLET_PASSWORD)
+    assert outcome.result == "locked" and outcome.lock_reason == "too_many_failures"
+    assert checks["n"] == before == 5
+
+
+def test_remaining_attempts_count_down_and_success_resets(app):
+    wallet_no = make_wallet()
+    assert [sign_in_wallet(wallet_no, "nope-nope").remaining for _ in range(3)] == [4, 3, 2]
+    assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "ok"
+    assert get_wallet(wallet_no).failed_count == 0
+    assert sign_in_wallet(wallet_no, "nope-nope").remaining == 4
+
+
+def test_lock_lapses_by_itself_and_escalates_within_24_hours(app):
+    wallet_no = make_wallet()
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-one")
+    timeutil.set_offset(timedelta(minutes=31))
+    assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "ok"
+    lapsed = audit_events("wallet.lock_lapsed")
+    assert len(lapsed) == 1 and lapsed[0].actor_type == "system"
+    # Second lock within 24 hours: 60 minutes.
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-one")
+    wallet = get_wallet(wallet_no)
+    assert wallet.lock_until - timeutil.utcnow() > timedelta(minutes=59)
+    timeutil.set_offset(timedelta(minutes=31 + 59))
+    assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "locked"
+    timeutil.set_offset(timedelta(minutes=31 + 61))
+    assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "ok"
+    # Third: until staff unlock it.
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-one")
+    wallet = get_wallet(wallet_no)
+    assert wallet.lock_kind == "until_unlock" and wallet.lock_until is None
+    timeutil.set_offset(timedelta(days=3))
+    outcome = sign_in_wallet(wallet_no, WALLET_PASSWORD)
+    assert outcome.result == "locked" and outcome.lock_reason == "too_many_failures_staff_unlock"
+    assert [json.loads(e.after_state)["lock_kind"] for e in audit_events("wallet.locked")] == [
+        "temporary", "temporary", "until_unlock"]
+
+
+def test_locks_older_than_the_window_do_not_escalate(app):
+    wallet_no = make_wallet()
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-one")
+    timeutil.set_offset(timedelta(hours=25))
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-one")
+    wallet = get_wallet(wallet_no)
+    assert wallet.lock_kind == "temporary"
+    assert wallet.lock_until - timeutil.utcnow() <= timedelta(minutes=30)
+
+
+def test_configured_policy_is_honoured(app):
+    app.config["WALLET_LOCKOUT_THRESHOLD"] = 3
+    app.config["WALLET_LOCK_DURATIONS_MINUTES"] = (10,)
+    wallet_no = make_wallet()
+    assert [sign_in_wallet(wallet_no, "x-wrong-x").result for _ in range(3)][-1] == "locked"
+    assert get_wallet(wallet_no).lock_until - timeutil.utcnow() <= timedelta(minutes=10)
+    timeutil.set_offset(timedelta(minutes=11))
+    for _ in range(3):
+        sign_in_wallet(wallet_no, "x-wrong-x")
+    assert get_wallet(wallet_no).lock_kind == "until_unlock"
+
+
+def test_expired_password_is_reported_after_a_correct_check(app):
+    wallet_no = make_wallet()
+    timeutil.set_offset(timedelta(days=366))
+    assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "password_expired"
+
+
+def test_attempts_are_logged_operationally_not_in_the_audit_chain(app):
+    wallet_no = make_wallet()
+    before = len(audit_events())
+    sign_in_wallet(wallet_no, "wrong-one", source_ip="192.0.2.44")
+    sign_in_wallet(wallet_no, WALLET_PASSWORD)
+    rows = db.session.query(LoginAttempt).order_by(LoginAttempt.id).all()
+    assert [(r.result, r.source_ip, r.password_checked) for r in rows] == [
+        ("invalid_credentials", "192.0.2.44", True), ("ok", "198.51.100.7", True)]
+    assert len(audit_events()) == before
+
+
+def _burst(app, wallet_no, password, n, sources=1):
+    results, errors = [], []
+    barrier = threading.Barrier(n)
+
+    def attempt(i):
+        with app.app_context():
+            try:
+                barrier.wait()
+                outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                                     source_ip=f"10.1.0.{i % sources}")
+                results.append(outcome.result)
+            except Exception as exc:  # collected and asserted
+                errors.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return results
+
+
+@pytest.mark.postgres_only
+def test_fifty_concurrent_wrong_passwords_check_exactly_five(app, backend, checks):
+    wallet_no = make_wallet()
+    results = _burst(app, wallet_no, "wrong-password", 50)
+    assert checks["n"] == 5
+    assert results.count("invalid_credentials") == 4
+    assert len(results) == 50 and set(results) <= {"invalid_credentials", "locked"}
+    assert len(audit_events("wallet.locked")) == 1
+    assert db.session.query(WalletLock).count() == 1
+    checked = db.session.query(LoginAttempt).filter_by(password_checked=True).count()
+    assert checked == 5
+
+
+@pytest.mark.postgres_only
+def test_fifty_concurrent_right_passwords_never_lock(app, backend, checks):
+    wallet_no = make_wallet()
+    results = _burst(app, wallet_no, WALLET_PASSWORD, 50)
+    assert results == ["ok"] * 50
+    assert get_wallet(wallet_no).lock_kind is None
+    assert audit_events("wallet.locked") == []
