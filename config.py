@@ -68,6 +68,22 @@ class BaseConfig:
         4: {"balance": 10000, "per_payment": 2000, "daily": 5000},
     }
 
+    # Service desk (DESIGN.md section 3).
+    VERIFICATION_VALID_MINUTES = 15
+    PHONE_CODE_VALID_MINUTES = 5
+    PHONE_CODE_TRIES = 3
+    VERIFICATION_FAILURES_TO_FLAG = 3
+    VERIFICATION_FLAG_HOURS = 24
+    APPROVAL_EXPIRY_MINUTES = 30
+    # Reason codes staff choose from for every operation.
+    REASON_CODES = ("forgot_password", "locked_after_wrong_passwords", "forgot_security_answers",
+                    "new_phone", "lost_phone", "suspected_fraud", "customer_request", "risk_reviewed")
+    # Citizen-ID registry (联网核查): "local" (a table seeded with demo data) or "http".
+    REGISTRY_ADAPTER = "local"
+    REGISTRY_HTTP_URL: str | None = None
+    REGISTRY_HTTP_TOKEN: str | None = None
+    REGISTRY_HTTP_TIMEOUT_SECONDS = 5
+
     # SMS gateway: "log" (a local outbox file, the default) or "http".
     SMS_GATEWAY = "log"
     SMS_LOG_PATH: str | None = None  # default: instance/sms-outbox.log

@@ -45,11 +45,12 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     i18n.init_app(app)
     security.init_app(app)
 
-    from .web import auth, errors, home, auditing
+    from .web import auditing, auth, desk, errors, home
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(auditing.bp)
+    app.register_blueprint(desk.bp)
 
     from .api import wallet as wallet_api
 

@@ -20,7 +20,7 @@ from .identity import resident_id_check_char
 from .models.customer import TwoFactorBinding, WalletLock
 from .models.staff import Branch, BranchKind, Role, Staff
 from .passwords import staff_password_problems
-from .services import audit, customers, staff_admin, wallet_credentials, wallet_signin
+from .services import audit, customers, staff_admin, verification, wallet_credentials, wallet_signin
 from .services.actor import Actor
 from .services.errors import Conflict, NotFound
 from .services.notifications import deliver_due
@@ -139,6 +139,7 @@ def seed_demo_customers() -> list[tuple]:
             mobile=mobile, id_expires_on=date(2035, 12, 31))
         wallet = customers.open_wallet(db.session, actor, customer, password=DEMO_WALLET_PASSWORD,
                                        tier=2 if i % 2 else 4)
+        verification.registry_entry_for(db.session, "resident_id", demo_resident_id(born, 100 + i), name)
         if state != "active_without_2fa":
             db.session.add(TwoFactorBinding(wallet_id=wallet.id, device_id=f"DEV-{wallet.wallet_no[-6:]}",
                                             device_label="华为 Mate 60" if i % 2 else "iPhone 15",
@@ -160,14 +161,15 @@ def seed_demo_customers() -> list[tuple]:
         if state == "risk_frozen":
             _fire(wallet.wallet_no, current_app.config["RISK_FREEZE_MIN_FAILURES"], password="wrong-password",
                   sources=current_app.config["RISK_FREEZE_MIN_SOURCES"])
-        made.append((wallet.wallet_no, name, customer.mobile_masked, state))
+        made.append((wallet.wallet_no, name, customer.mobile_masked, state, demo_resident_id(born, 100 + i)))
     return made
 
 
 def _wallets_text(wallets) -> str:
-    out = ["", f"Demo wallets (wallet API sign-in password for all: {DEMO_WALLET_PASSWORD}):", ""]
-    for wallet_no, name, mobile, state in wallets:
-        out.append(f"{wallet_no}  {name:<4} {mobile}  {state}")
+    out = ["", f"Demo wallets (wallet API sign-in password for all: {DEMO_WALLET_PASSWORD}; the ID number",
+           "is what the customer's card shows at the counter; security answers: 杭州 / 实验小学):", ""]
+    for wallet_no, name, mobile, state, id_number in wallets:
+        out.append(f"{wallet_no}  {name:<4} {mobile}  {id_number}  {state}")
     return "\n".join(out) + "\n"
 
 

@@ -267,6 +267,7 @@ def audit_events(action=None):
 # --- customers and wallets -------------------------------------------------------------------
 
 WALLET_PASSWORD = "Spring-rain-2468"
+ID_NUMBERS: dict = {}  # the last made customer's ID number under None, and by wallet number
 _mobiles = itertools.count(13800000001)
 
 
@@ -279,12 +280,16 @@ def make_wallet(*, name="张伟", password=WALLET_PASSWORD, born=None, mobile=No
     from console.services import customers, wallet_credentials
     from console.services.actor import Actor
 
+    from console.services import verification
+
     actor = Actor.operator()
     born = born or date(1985, 3, 14)
+    id_number = demo_resident_id(born, next(_counter) % 1000)
     customer = customers.create_customer(
-        db.session, actor, name=name, id_type="resident_id",
-        id_number=demo_resident_id(born, next(_counter) % 1000), mobile=mobile or str(next(_mobiles)),
-        id_expires_on=date(2035, 12, 31))
+        db.session, actor, name=name, id_type="resident_id", id_number=id_number,
+        mobile=mobile or str(next(_mobiles)), id_expires_on=date(2035, 12, 31))
+    verification.registry_entry_for(db.session, "resident_id", id_number, name)
+    ID_NUMBERS[None] = id_number
     wallet = customers.open_wallet(db.session, actor, customer, password=password)
     if with_2fa:
         db.session.add(TwoFactorBinding(wallet_id=wallet.id, device_id="DEV-1", device_label="phone",
@@ -293,6 +298,7 @@ def make_wallet(*, name="张伟", password=WALLET_PASSWORD, born=None, mobile=No
         wallet_credentials.set_security_questions(db.session, actor, wallet,
                                                   [("mother_birthplace", "杭州"), ("first_school", "实验小学")])
     wallet_no = wallet.wallet_no
+    ID_NUMBERS[wallet_no] = id_number
     db.session.commit()
     return wallet_no
 

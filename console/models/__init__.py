@@ -2,5 +2,6 @@
 from .audit import AuditEvent, ChainHead  # noqa: F401
 from .customer import (Customer, LoginAttempt, RiskAlert, SecurityQuestion, TwoFactorBinding,  # noqa: F401
                        Wallet, WalletLock, WalletPasswordHistory)
+from .service import Approval, Case, CaseNote, Receipt, RegistryEntry, Verification  # noqa: F401
 from .notification import Notification, NotificationAttempt  # noqa: F401
 from .staff import Branch, BranchKind, Role, Staff, StaffSession  # noqa: F401

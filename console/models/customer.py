@@ -64,6 +64,10 @@ class Wallet(db.Model):
     # Risk freeze, placed by the monitor; released only with a supervisor's approval.
     frozen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     frozen_reason: Mapped[str | None] = mapped_column(String(32))
+    # Protective hold, placed by staff.
+    hold_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hold_reason: Mapped[str | None] = mapped_column(String(32))
+    hold_placed_by: Mapped[str | None] = mapped_column(String(16))
 
     customer: Mapped[Customer] = relationship(back_populates="wallets")
     password_history: Mapped[list[WalletPasswordHistory]] = relationship(

@@ -2,11 +2,15 @@
 
 
 class DomainError(Exception):
+    """``audit``, when given, is the refusal's audit event: the caller rolls the transaction
+    back (nothing changes) and then records it, so the refusal is on the chain on its own."""
+
     code = "domain_error"
 
-    def __init__(self, message: str = "", **details):
+    def __init__(self, message: str = "", *, audit: dict | None = None, **details):
         super().__init__(message or self.code)
         self.message = message or self.code
+        self.audit = audit
         self.details = details
 
 

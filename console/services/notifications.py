@@ -30,6 +30,14 @@ TEMPLATES = {
     "wallet_frozen": "【{bank}】我行检测到您的数字钱包存在异常登录尝试，为保障资金安全已临时冻结。请致电{hotline}或到网点办理。",
     "password_changed": "【{bank}】您的数字钱包登录密码已于{time}修改成功。如非本人操作，请立即致电{hotline}。",
     "security_questions_set": "【{bank}】您的数字钱包密保问题已于{time}设置。如非本人操作，请立即致电{hotline}。",
+    "verification_code": "【{bank}】您的身份验证码为{code}，{minutes}分钟内有效。请仅向正在与您通话的{bank}客服人员读出，切勿告诉其他任何人。",
+    "wallet_unlocked": "【{bank}】您的数字钱包已于{time}在{branch}解锁。如非本人办理，请立即致电{hotline}。",
+    "security_questions_reset": "【{bank}】您的数字钱包密保问题已于{time}在{branch}重置，请登录钱包重新设置。如非本人办理，请立即致电{hotline}。",
+    "twofa_reset": "【{bank}】您的数字钱包双重认证设备绑定已于{time}在{branch}解除，请登录钱包重新绑定。如非本人办理，请立即致电{hotline}。",
+    "hold_placed": "【{bank}】您的数字钱包已于{time}在{branch}设置保护性止付。如有疑问请致电{hotline}。",
+    "hold_released": "【{bank}】您的数字钱包止付已于{time}在{branch}解除。如非本人办理，请立即致电{hotline}。",
+    "freeze_released": "【{bank}】您的数字钱包风险冻结已于{time}在{branch}解除。如非本人办理，请立即致电{hotline}。",
+    "password_reset": "【{bank}】您的数字钱包登录密码已于{time}在{branch}重置，临时密码将另行短信发送。如非本人办理，请立即致电{hotline}。",
     "temporary_password": "【{bank}】您的数字钱包临时密码为{password}，{hours}小时内有效，仅可使用一次，登录后须立即设置新密码。请勿向任何人（包括银行工作人员）透露。",
 }
 

@@ -107,17 +107,22 @@ def generate_temporary_password(length: int) -> str:
 
 
 def issue_temporary_password(session: Session, actor: Actor, wallet: Wallet, *, reason_code: str,
-                             case_ref: str | None = None, verification_id: int | None = None) -> None:
-    """Replace the password with a random single-use one, sent only by SMS: staff never see it."""
+                             case_ref: str | None = None, verification_id: int | None = None,
+                             record: bool = True) -> None:
+    """Replace the password with a random single-use one, sent only by SMS: staff never see it.
+
+    ``record=False`` when the caller writes the operation's own audit event.
+    """
     config = current_app.config
     temporary = generate_temporary_password(config["TEMP_PASSWORD_LENGTH"])
     wallet.temp_password_hash = hash_password(temporary)
     wallet.temp_password_expires_at = utcnow() + timedelta(hours=config["TEMP_PASSWORD_HOURS"])
     wallet.must_change_password = True
-    audit.record(session, actor, "wallet.password_reset", reason_code=reason_code,
-                 customer_ref=wallet.customer.customer_no, case_ref=case_ref, verification_id=verification_id,
-                 after={"wallet_no": wallet.wallet_no, "temporary_password_sent": True,
-                        "expires_at": wallet.temp_password_expires_at.isoformat()})
+    if record:
+        audit.record(session, actor, "wallet.password_reset", reason_code=reason_code,
+                     customer_ref=wallet.customer.customer_no, case_ref=case_ref, verification_id=verification_id,
+                     after={"wallet_no": wallet.wallet_no, "temporary_password_sent": True,
+                            "expires_at": wallet.temp_password_expires_at.isoformat()})
     notifications.queue_sms(session, wallet.customer, "temporary_password", wallet=wallet, secret=True,
                             password=temporary, hours=config["TEMP_PASSWORD_HOURS"])
 
