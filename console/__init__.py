@@ -52,9 +52,11 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(auditing.bp)
     app.register_blueprint(desk.bp)
 
+    from .api import staff as staff_api
     from .api import wallet as wallet_api
 
     app.register_blueprint(wallet_api.bp)
+    app.register_blueprint(staff_api.bp)
     errors.init_app(app)
 
     from .admin import build_admin

@@ -21,6 +21,7 @@ SEARCH_KINDS = ("wallet_no", "mobile", "id_number")
 
 
 def refusal(action: str, reason: str, message: str | None = None, **fields) -> NotAllowed:
+    fields.pop("reason_code", None)  # the refusal's own reason is what the event records
     return NotAllowed(message or reason, audit={"action": action, "outcome": "denied", "reason_code": reason,
                                                 **fields})
 

@@ -98,7 +98,8 @@ def _required_strength(case: Case, operation: str) -> set[str]:
 def _check(session: Session, actor: Actor, case: Case, wallet: Wallet, operation: str, reason_code: str,
            note: str | None):
     """Every precondition, checked before anything changes; returns the verification used."""
-    fields = {"case_ref": case.case_no, "customer_ref": case.customer.customer_no, "reason_code": reason_code}
+    fields = {"case_ref": case.case_no, "customer_ref": case.customer.customer_no,
+              "details": {"requested_reason": reason_code}}
     action = f"wallet.{operation}"
     if operation not in RULES:
         raise InvalidInput("operation", field="operation")

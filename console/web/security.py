@@ -18,10 +18,11 @@ from ..timeutil import utcnow
 # Endpoints reachable without signing in. Everything else is guarded; a test walks the URL map.
 PUBLIC_ENDPOINTS = frozenset({
     "static", "auth.login", "auth.totp", "auth.enrol", "auth.change_password", "auth.set_language",
-    "wallet_api.openapi",
+    "wallet_api.openapi", "staff_api.openapi", "staff_api.issue_token",
 })
-# Blueprints whose every view is behind a guard; the wallet API's is its service key.
-GUARDED_BLUEPRINTS: set[str] = {"wallet_api"}
+# Blueprints whose every view is behind a guard: the wallet API's is its service key, the
+# staff API's its bearer token (both in their own before_request).
+GUARDED_BLUEPRINTS: set[str] = {"wallet_api", "staff_api"}
 TOUCH_EVERY = timedelta(seconds=30)
 
 
