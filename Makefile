@@ -34,7 +34,10 @@ run: setup
 	@echo "Branch Console is starting at http://$(HOST):$(PORT)/"
 	@echo "Sign in with an employee number and password above, then the 6-digit code from an"
 	@echo "authenticator app holding that TOTP secret (or: $(BIN)/flask console demo-code T1001)."
-	$(BIN)/flask run --host $(HOST) --port $(PORT)
+	@echo "SMS to customers (codes, temporary passwords) arrive in instance/sms-outbox.log."
+	@$(BIN)/flask console deliver-notifications --loop --interval 2 >instance/sms-worker.log 2>&1 & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 test: setup-dev system-deps
 	bash scripts/test.sh

@@ -94,3 +94,75 @@ def test_admin_reaches_flask_admin_without_csp_errors(browser_page, app):
     page.goto(page.base_url + "/admin/staff_admin/new/")
     shot(page, "07-admin-new-staff")
     assert page.console_errors == []
+
+
+def _sign_in(page, handle):
+    page.goto(page.base_url + "/auth/login")
+    page.fill("#employee_no", handle.employee_no)
+    page.fill("#password", handle.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/auth/totp")
+    page.fill("#code", totp_code(handle))
+    page.keyboard.press("Enter")
+    page.wait_for_url(page.base_url + "/")
+
+
+def test_teller_flow_find_verify_unlock_close(browser_page, app):
+    from .conftest import ID_NUMBERS, get_wallet, make_wallet, sign_in_wallet
+
+    page = browser_page
+    wallet_no = make_wallet(name="李娜")
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-password")
+    from console.extensions import db
+
+    db.session.commit()
+    _sign_in(page, make_staff("teller"))
+    page.click("text=业务受理")
+    page.wait_for_url("**/desk/")
+    page.select_option("#kind", "wallet_no")
+    page.fill("#value", wallet_no)
+    shot(page, "10-desk-search")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "李*" in page.content() and wallet_no not in page.url
+    shot(page, "11-desk-results")
+    page.click("table a.btn-primary")
+    page.wait_for_url("**/desk/customers/*")
+    assert "连续 5 次密码错误" in page.content()
+    shot(page, "12-customer")
+    page.click("text=为该客户办理业务：新建受理单")
+    page.wait_for_url("**/desk/cases/*")
+    shot(page, "13-case-verify")
+    page.fill("#id_number", ID_NUMBERS[wallet_no])
+    page.check("#photo_matches")
+    with page.expect_navigation():
+        page.click("text=核验证件")
+    assert "已通过证件核验身份" in page.content()
+    shot(page, "14-case-verified")
+    wallet = get_wallet(wallet_no)
+    prefix = f"w{wallet.id}-unlock"
+    db.session.commit()
+    page.select_option(f"#{prefix}-reason_code", "locked_after_wrong_passwords")
+    page.check(f"#{prefix}-confirm")
+    with page.expect_navigation():
+        page.click("button:has-text('确认办理: 解锁钱包')")
+    assert "已办理：解锁钱包" in page.content()
+    shot(page, "15-case-unlocked")
+    with page.expect_navigation():
+        page.click("button:has-text('办结受理单')")
+    assert "已生成业务回单" in page.content()
+    shot(page, "16-case-closed")
+    assert get_wallet(wallet_no).lock_kind is None
+    db.session.commit()
+    assert page.console_errors == []
+
+
+def test_supervisor_sees_the_approval_queue(browser_page, app):
+    page = browser_page
+    _sign_in(page, make_staff("supervisor"))
+    page.click("text=授权审批")
+    page.wait_for_url("**/desk/approvals")
+    assert "暂无待审批申请" in page.content()
+    shot(page, "17-approvals-empty")
+    assert page.console_errors == []

@@ -23,7 +23,7 @@ def _open_case(client, wallet_no):
 
 def _operate(client, case_no, wallet_no, operation, reason="locked_after_wrong_passwords"):
     wallet = get_wallet(wallet_no)
-    prefix = f"{wallet.id}-{operation}"
+    prefix = f"w{wallet.id}-{operation}"
     return post_form(client, f"/desk/cases/{case_no}/wallets/{wallet.id}/{operation}",
                      {f"{prefix}-reason_code": reason, f"{prefix}-note": "客户到柜台", f"{prefix}-confirm": "y"},
                      token_from=f"/desk/cases/{case_no}", follow=True)
@@ -57,7 +57,7 @@ def test_teller_unlocks_a_locked_wallet_after_counter_verification(app, client, 
     # Without a verification the unlock is refused, audited, and nothing changes.
     wallet = get_wallet(wallet_no)
     refused = post_form(client, f"/desk/cases/{case_no}/wallets/{wallet.id}/unlock",
-                        {f"{wallet.id}-unlock-reason_code": "forgot_password", f"{wallet.id}-unlock-confirm": "y"},
+                        {f"w{wallet.id}-unlock-reason_code": "forgot_password", f"w{wallet.id}-unlock-confirm": "y"},
                         token_from=f"/desk/cases/{case_no}", follow=True).get_data(as_text=True)
     assert "请先核实客户身份" in refused
     assert audit_events("wallet.unlock")[-1].outcome == "denied"

@@ -216,7 +216,7 @@ def _operation_rows(actor, case, proof):
                 state, why = "needs_verification", REFUSALS["verification_too_weak"]
             if state == "not_applicable":
                 continue
-            form = OperationForm(prefix=f"{wallet.id}-{op}")
+            form = OperationForm(prefix=f"w{wallet.id}-{op}")
             form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in current_app.config["REASON_CODES"]]
             rows.append({"wallet": wallet, "op": op, "label": OPERATION_LABELS[op], "help": OPERATION_HELP[op],
                          "state": state, "why": why, "form": form,
@@ -327,7 +327,7 @@ def operate(case_no, wallet_id, operation):
     wallet = db.session.get(Wallet, wallet_id)
     if wallet is None or wallet.customer_id != found.customer_id:
         abort(404)
-    form = OperationForm(prefix=f"{wallet.id}-{operation}")
+    form = OperationForm(prefix=f"w{wallet.id}-{operation}")
     form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in current_app.config["REASON_CODES"]]
     if not form.validate_on_submit():
         flash(_("Choose a reason and tick the confirmation box."), "error")
