@@ -57,8 +57,7 @@ def call(fn, *args, **kwargs):
     except DomainError as exc:
         db.session.rollback()
         if exc.audit:
-            fields = dict(exc.audit)
-            audit.record(db.session, actor(), fields.pop("action"), **fields)
+            audit.record_refusal(db.session, actor(), exc.audit)
             db.session.commit()
         reason = (exc.audit or {}).get("reason_code") or exc.message
         if isinstance(exc, NotFound):

@@ -86,6 +86,12 @@ def record(
     return row
 
 
+def record_refusal(session: Session, actor: Actor, refusal: dict) -> dict:
+    """Record a refusal a service described (``DomainError.audit``) after its transaction was rolled back."""
+    fields = dict(refusal)
+    return record(session, actor, fields.pop("action"), **fields)
+
+
 def _iso(value) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -54,8 +54,7 @@ def run(fn, *args, **kwargs):
     except DomainError as exc:
         db.session.rollback()
         if exc.audit:
-            fields = dict(exc.audit)
-            audit.record(db.session, desk_actor(), fields.pop("action"), **fields)
+            audit.record_refusal(db.session, desk_actor(), exc.audit)
             db.session.commit()
         if isinstance(exc, NotFound):
             abort(404)
