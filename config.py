@@ -78,6 +78,11 @@ class BaseConfig:
     # Reason codes staff choose from for every operation.
     REASON_CODES = ("forgot_password", "locked_after_wrong_passwords", "forgot_security_answers",
                     "new_phone", "lost_phone", "suspected_fraud", "customer_request", "risk_reviewed")
+    # Where customers reach the receipt check page (the QR code's address).
+    PUBLIC_BASE_URL = "http://127.0.0.1:5000"
+    PDF_FONT_PATH: str | None = None  # default: the first CJK TrueType font installed
+    PDF_REPORT_ROWS_PER_VOLUME = 20000
+
     # Citizen-ID registry (联网核查): "local" (a table seeded with demo data) or "http".
     REGISTRY_ADAPTER = "local"
     REGISTRY_HTTP_URL: str | None = None

@@ -45,12 +45,13 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     i18n.init_app(app)
     security.init_app(app)
 
-    from .web import auditing, auth, desk, errors, home
+    from .web import auditing, auth, desk, errors, home, receipt_check
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(auditing.bp)
     app.register_blueprint(desk.bp)
+    app.register_blueprint(receipt_check.bp)
 
     from .api import staff as staff_api
     from .api import wallet as wallet_api

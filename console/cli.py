@@ -20,7 +20,7 @@ from .identity import resident_id_check_char
 from .models.customer import TwoFactorBinding, WalletLock
 from .models.staff import Branch, BranchKind, Role, Staff
 from .passwords import staff_password_problems
-from .services import audit, customers, staff_admin, verification, wallet_credentials, wallet_signin
+from .services import audit, checkpoints, customers, staff_admin, verification, wallet_credentials, wallet_signin
 from .services.actor import Actor
 from .services.errors import Conflict, NotFound
 from .services.notifications import deliver_due
@@ -282,12 +282,27 @@ def verify() -> None:
                           "first_bad_seq": report.first_bad_seq, "reason": report.reason})
     if report.intact:
         db.session.commit()
-        click.echo(f"intact: {report.count} events, head {report.head_seq} {report.head_hash}")
+        click.echo(f"intact: {report.count} events, head {report.head_seq} {report.head_hash}, "
+                   f"{report.checkpoints} signed checkpoint(s) hold")
         return
     db.session.rollback()  # never extend a broken chain
     click.echo(f"BROKEN at sequence {report.first_bad_seq}: {report.reason} "
                f"({report.count} events verified before it)")
     sys.exit(1)
+
+
+@audit_cli.command("checkpoint")
+def checkpoint() -> None:
+    """Sign the chain head (sequence, hash, time) with the Ed25519 audit key."""
+    row = checkpoints.create_checkpoint(db.session, Actor.operator())
+    db.session.commit()
+    click.echo(f"checkpoint {row.id}: seq {row.seq} hash {row.hash} key {row.key_id}")
+
+
+@audit_cli.command("public-key")
+def public_key() -> None:
+    """Print the PEM public key that verifies checkpoints (give it to auditors)."""
+    click.echo(checkpoints.public_key_pem(), nl=False)
 
 
 def register_cli(app) -> None:

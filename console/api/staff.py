@@ -12,7 +12,7 @@ from ..adapters.registry import registry_from_config
 from ..extensions import csrf, db
 from ..identity import mask_name
 from ..models.customer import Wallet
-from ..services import audit, cases, operations, staff_auth, verification, wallet_signin
+from ..services import audit, cases, operations, receipts, staff_auth, verification, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import DomainError, InvalidInput, NotFound
 from .common import ApiError, error_response, field, json_body, raise_if
@@ -256,8 +256,9 @@ def perform_operation(case_no):
 @bp.post("/cases/<case_no>/close")
 def close_case(case_no):
     case = _case(case_no)
-    receipt = call(cases.close_case, db.session, actor(), case)
+    receipt = call(receipts.close_and_issue, db.session, actor(), case)
     return jsonify({"case_no": case.case_no, "status": case.status, "receipt_no": receipt.receipt_no,
+                    "pdf_sha256": receipt.pdf_sha256, "check_url": receipts.check_url(receipt.receipt_no),
                     "summary": json.loads(receipt.summary)})
 
 

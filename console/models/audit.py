@@ -61,7 +61,20 @@ class ChainHead(db.Model):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-APPEND_ONLY_TABLES = ("audit_event",)
+class AuditCheckpoint(db.Model):
+    """A signed statement of the chain head: sequence number, hash and time (Ed25519)."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+APPEND_ONLY_TABLES = ("audit_event", "audit_checkpoint")
 
 
 def append_only_ddl(dialect: str, table: str = "audit_event") -> list[str]:

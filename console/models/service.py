@@ -127,6 +127,10 @@ class Receipt(db.Model):
     issued_by: Mapped[int] = mapped_column(ForeignKey("staff.id"))
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     summary: Mapped[str] = mapped_column(Text)  # JSON: operations with time, outcome, audit seq
+    last_event_seq: Mapped[int | None] = mapped_column(Integer)
+    last_event_hash: Mapped[str | None] = mapped_column(String(64))
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64))
+    prints: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     case: Mapped[Case] = relationship()
 

@@ -167,6 +167,7 @@ class ChainReport:
     reason: str | None = None
     head_seq: int = 0
     head_hash: str = GENESIS_HASH
+    checkpoints: int = 0
 
 
 def _rows(session: Session, batch: int = 2000) -> Iterable[dict]:
@@ -182,10 +183,23 @@ def _rows(session: Session, batch: int = 2000) -> Iterable[dict]:
         last = chunk[-1]["seq"]
 
 
-def verify_chain(session: Session) -> ChainReport:
-    """Walk the chain; report the first sequence number changed, removed, reordered or cut off."""
+def verify_chain(session: Session, *, public_key=None) -> ChainReport:
+    """Walk the chain; report the first sequence number changed, removed, reordered or cut off.
+
+    Every signed checkpoint is checked too: its signature, and that the event at its sequence
+    number still has the hash it signed, so a chain cut short (head row included) is caught.
+    """
+    from . import checkpoints
+
     head = session.get(ChainHead, 1)
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    signed = checkpoints.all_checkpoints(session)
+    for cp in signed:
+        if not checkpoints.signature_valid(cp, public_key):
+            return ChainReport(False, 0, cp.seq, f"checkpoint {cp.id} has an invalid signature", head_seq, head_hash)
+    at_seq = {}
+    for cp in signed:
+        at_seq.setdefault(cp.seq, []).append(cp)
     expected, prev, count = 1, GENESIS_HASH, 0
     for row in _rows(session):
         seq = row["seq"]
@@ -196,9 +210,18 @@ def verify_chain(session: Session) -> ChainReport:
                                head_seq, head_hash)
         if event_hash(prev, dict(row)) != row["hash"]:
             return ChainReport(False, count, seq, "event content was changed", head_seq, head_hash)
+        for cp in at_seq.get(seq, ()):
+            if cp.hash != row["hash"]:
+                return ChainReport(False, count, seq, f"event differs from signed checkpoint {cp.id}",
+                                   head_seq, head_hash)
         prev = row["hash"]
         expected += 1
         count += 1
+    beyond = [cp for cp in signed if cp.seq > count]
+    if beyond:
+        return ChainReport(False, count, count + 1,
+                           f"events {count + 1}..{beyond[-1].seq} were cut off after signed checkpoint {beyond[-1].id}",
+                           head_seq, head_hash)
     if head_seq != count:
         if head_seq > count:
             return ChainReport(False, count, count + 1,
@@ -207,4 +230,4 @@ def verify_chain(session: Session) -> ChainReport:
     if head_hash != prev:
         return ChainReport(False, count, count or None, "chain head hash does not match the last event",
                            head_seq, head_hash)
-    return ChainReport(True, count, head_seq=head_seq, head_hash=head_hash)
+    return ChainReport(True, count, head_seq=head_seq, head_hash=head_hash, checkpoints=len(signed))

@@ -20,7 +20,7 @@ from ..identity import ID_ERRORS, ID_TYPES, mask_name
 from ..models.customer import RiskAlert, Wallet
 from ..models.service import Case, Receipt
 from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, can
-from ..services import audit, cases, operations, verification, wallet_signin
+from ..services import audit, cases, operations, receipts, verification, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import DomainError, InvalidInput, NotFound
 from ..services.wallet_credentials import SECURITY_QUESTIONS
@@ -354,10 +354,23 @@ def add_note(case_no):
 def close_case(case_no):
     found = _case(case_no)
     if FlaskForm().validate_on_submit():
-        receipt, _exc = run(cases.close_case, db.session, desk_actor(), found)
+        receipt, _exc = run(receipts.close_and_issue, db.session, desk_actor(), found)
         if receipt is not None:
             flash(_("Case closed. Receipt %(no)s issued.", no=receipt.receipt_no), "success")
     return redirect(url_for("desk.case", case_no=case_no))
+
+
+@bp.route("/receipts/<receipt_no>.pdf", methods=["GET"])
+def receipt_pdf(receipt_no):
+    actor = desk_actor()
+    receipt, _exc = run(receipts.get_receipt, db.session, actor, receipt_no)
+    result, exc = run(receipts.print_receipt, db.session, actor, receipt)
+    if exc is not None:
+        abort(403)
+    pdf, copy = result
+    name = f"{receipt.receipt_no}{'-copy' if copy else ''}.pdf"
+    return current_app.response_class(pdf, mimetype="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "no-store"})
 
 
 # --- approvals (supervisors) -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ..timeutil import utcnow
 # Endpoints reachable without signing in. Everything else is guarded; a test walks the URL map.
 PUBLIC_ENDPOINTS = frozenset({
     "static", "auth.login", "auth.totp", "auth.enrol", "auth.change_password", "auth.set_language",
-    "wallet_api.openapi", "staff_api.openapi", "staff_api.issue_token",
+    "wallet_api.openapi", "staff_api.openapi", "staff_api.issue_token", "receipt_check.check",
 })
 # Blueprints whose every view is behind a guard: the wallet API's is its service key, the
 # staff API's its bearer token (both in their own before_request).

@@ -1,0 +1,1 @@
+"""Pure PDF builders: data in, bytes out (reportlab)."""

@@ -1,0 +1,129 @@
+"""业务回单 / service receipt. Chinese first, English beneath; identifiers and digests on lines
+of their own; a QR code (segno matrix, drawn as rectangles) that leads to the receipt check page.
+Rendered with ``invariant=1``: the same data gives the same bytes."""
+from __future__ import annotations
+
+import io
+
+import segno
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.pdfgen import canvas
+
+from .fonts import cjk_font
+
+MONO = "Courier"
+
+
+def draw_qr(c: canvas.Canvas, data: str, x: float, y: float, size: float) -> None:
+    qr = segno.make(data, error="m")
+    matrix = [list(row) for row in qr.matrix]
+    n = len(matrix) + 8  # quiet zone of 4 modules each side
+    module = size / n
+    c.setFillColorRGB(1, 1, 1)
+    c.rect(x, y, size, size, stroke=0, fill=1)
+    c.setFillColorRGB(0, 0, 0)
+    for r, row in enumerate(matrix):
+        for col, dark in enumerate(row):
+            if dark:
+                c.rect(x + (col + 4) * module, y + size - (r + 5) * module, module, module, stroke=0, fill=1)
+
+
+def build_receipt_pdf(data: dict, *, copy: bool = False, font_path: str | None = None) -> bytes:
+    """``data``: bank, branch, receipt_no, case_no, customer (masked), id_number (masked), channel,
+    issued_at (text), operations [{time, label_zh, label_en, outcome, seq}], last_seq, last_hash,
+    check_url, counter (bool)."""
+    font, _embedded = cjk_font(font_path)
+    buffer = io.BytesIO()
+    c = canvas.Canvas(buffer, pagesize=A4, invariant=1, pageCompression=1)
+    c.setTitle(f"业务回单 {data['receipt_no']}")
+    c.setAuthor(data["bank"])
+    width, height = A4
+    left, right = 20 * mm, width - 20 * mm
+    y = height - 22 * mm
+
+    c.setFont(font, 18)
+    c.drawString(left, y, f"{data['bank']} 业务回单")
+    c.setFont(font, 10)
+    c.drawString(left, y - 6 * mm, "Service receipt")
+    if copy:
+        c.setFont(font, 14)
+        c.setFillColorRGB(0.7, 0.1, 0.1)
+        c.drawRightString(right, y, "副本 COPY")
+        c.setFillColorRGB(0, 0, 0)
+    y -= 16 * mm
+
+    def row(label_zh: str, label_en: str, value: str, *, mono: bool = False) -> None:
+        nonlocal y
+        c.setFont(font, 10)
+        c.drawString(left, y, label_zh)
+        c.setFont(font, 7)
+        c.drawString(left, y - 3.5 * mm, label_en)
+        c.setFont(MONO if mono else font, 10)
+        c.drawString(left + 38 * mm, y, value)
+        y -= 10 * mm
+
+    row("网点", "Branch", data["branch"])
+    row("回单编号", "Receipt number", data["receipt_no"], mono=True)
+    row("受理单号", "Case number", data["case_no"], mono=True)
+    row("客户", "Customer", data["customer"])
+    row("证件号码", "ID document", data["id_number"], mono=True)
+    row("办理渠道", "Channel", data["channel"])
+    row("出具时间", "Issued (Beijing time)", data["issued_at"])
+    draw_qr(c, data["check_url"], right - 36 * mm, height - 90 * mm, 36 * mm)
+    c.setFont(font, 7)
+    c.drawCentredString(right - 18 * mm, height - 93 * mm, "扫码核验回单 Scan to check")
+
+    y -= 2 * mm
+    c.setFont(font, 11)
+    c.drawString(left, y, "办理业务")
+    c.setFont(font, 7)
+    c.drawString(left, y - 3.5 * mm, "Operations")
+    y -= 9 * mm
+    columns = (left, left + 30 * mm, left + 110 * mm, left + 140 * mm)
+    c.setFont(font, 8)
+    for x, (zh, en) in zip(columns, (("时间", "Time"), ("业务", "Operation"), ("结果", "Outcome"),
+                                      ("审计序号", "Audit seq."))):
+        c.drawString(x, y, f"{zh} {en}")
+    c.line(left, y - 2 * mm, right, y - 2 * mm)
+    y -= 7 * mm
+    for op in data["operations"]:
+        if y < 70 * mm:
+            break  # a case holds a handful of operations; the audit trail has them all
+        c.setFont(font, 9)
+        c.drawString(columns[0], y, op["time"])
+        c.drawString(columns[1], y, op["label_zh"])
+        c.drawString(columns[2], y, op["outcome_zh"])
+        c.setFont(MONO, 9)
+        c.drawString(columns[3], y, str(op["seq"]))
+        c.setFont(font, 7)
+        c.drawString(columns[1], y - 3.5 * mm, op["label_en"])
+        c.drawString(columns[2], y - 3.5 * mm, op["outcome_en"])
+        y -= 10 * mm
+    if not data["operations"]:
+        c.setFont(font, 9)
+        c.drawString(left, y, "本次未办理业务 No operation was performed.")
+        y -= 10 * mm
+
+    y -= 4 * mm
+    c.setFont(font, 9)
+    c.drawString(left, y, f"审计链末笔事件 Last audit event: {data['last_seq']}")
+    y -= 5 * mm
+    c.setFont(MONO, 8)
+    c.drawString(left, y, data["last_hash"])  # a line of its own: never wrapped mid-digest
+    y -= 5 * mm
+    c.setFont(MONO, 7)
+    c.drawString(left, y, data["check_url"])
+
+    if data.get("counter"):
+        c.setFont(font, 10)
+        c.drawString(left, 40 * mm, "客户签字 Customer signature")
+        c.line(left + 52 * mm, 40 * mm, left + 80 * mm, 40 * mm)
+        c.drawString(left + 95 * mm, 40 * mm, "经办柜员 Teller")
+        c.line(left + 128 * mm, 40 * mm, right, 40 * mm)
+    c.setFont(font, 7)
+    c.drawString(left, 20 * mm, "本回单由系统生成，内容与防篡改审计日志一致。客户信息已脱敏。")
+    c.drawString(left, 16 * mm, "Generated by the system; it matches the tamper-evident audit trail. Personal data is masked.")
+    c.showPage()
+    c.save()
+    return buffer.getvalue()

@@ -1,0 +1,124 @@
+"""Receipts: Chinese text, embedded font, QR to the check page, byte-identical re-render, copies."""
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+
+import pytest
+from pypdf import PdfReader
+from sqlalchemy import text
+
+from console.extensions import db
+from console.models.audit import append_only_ddl, drop_append_only_ddl
+from console.models.service import Receipt
+from console.models.staff import Staff
+from console.pdf.fonts import CANDIDATES
+from console.services import cases, operations, receipts, verification
+from console.adapters.registry import LocalRegistry
+from console.services.actor import Actor
+
+from .conftest import ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet, sign_in, sign_in_wallet
+
+FONT_INSTALLED = any(__import__("os").path.exists(p) for p in CANDIDATES)
+
+
+def _closed_case():
+    wallet_no = make_wallet(name="李娜")
+    for _ in range(5):
+        sign_in_wallet(wallet_no, "wrong-password")
+    teller = make_staff("teller")
+    actor = Actor.for_staff(db.session.get(Staff, teller.id), channel="counter")
+    wallet = get_wallet(wallet_no)
+    case = cases.open_case(db.session, actor, wallet.customer)
+    db.session.commit()
+    verification.verify_at_counter(db.session, actor, case, id_type="resident_id", id_number=ID_NUMBERS[wallet_no],
+                                   photo_matches=True, registry=LocalRegistry(db.session))
+    db.session.commit()
+    operations.perform(db.session, actor, case, wallet, "unlock", reason_code="locked_after_wrong_passwords")
+    db.session.commit()
+    receipt = receipts.close_and_issue(db.session, actor, case)
+    db.session.commit()
+    return receipt, teller, actor
+
+
+def test_receipt_pdf_text_digest_and_rerender(app):
+    receipt, _teller, _actor = _closed_case()
+    pdf = receipts.render(receipt)
+    assert hashlib.sha256(pdf).hexdigest() == receipt.pdf_sha256  # byte-identical re-render
+    text_ = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    for needle in ("业务回单", "Service receipt", receipt.receipt_no, receipt.case.case_no, "解锁钱包",
+                   "Wallet unlocked", "李*", receipt.case.customer.id_number_masked, receipt.last_event_hash,
+                   "客户签字"):
+        assert needle in text_, needle
+    assert ID_NUMBERS[receipt.case.customer.wallets[0].wallet_no] not in text_
+    issue = audit_events("receipt.issue")[0]
+    assert json.loads(issue.details)["pdf_sha256"] == receipt.pdf_sha256
+    unlock = [e for e in audit_events("wallet.unlock") if e.outcome == "success"][0]
+    assert str(unlock.seq) in text_
+
+
+@pytest.mark.skipif(not shutil.which("pdffonts") or not FONT_INSTALLED, reason="needs poppler-utils and fonts-wqy-microhei")
+def test_font_is_embedded(app, tmp_path):
+    receipt, _t, _a = _closed_case()
+    path = tmp_path / "r.pdf"
+    path.write_bytes(receipts.render(receipt))
+    listing = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout
+    cjk = [line for line in listing.splitlines() if "TrueType" in line]
+    assert cjk and all(" yes " in line for line in cjk), listing
+
+
+@pytest.mark.skipif(not shutil.which("pdftoppm"), reason="needs poppler-utils")
+def test_qr_decodes_to_the_check_address(app, client, tmp_path):
+    import zxingcpp
+    from PIL import Image
+
+    receipt, _t, _a = _closed_case()
+    path = tmp_path / "r.pdf"
+    path.write_bytes(receipts.render(receipt))
+    subprocess.run(["pdftoppm", "-r", "150", "-png", "-singlefile", str(path), str(tmp_path / "page")], check=True)
+    found = zxingcpp.read_barcodes(Image.open(tmp_path / "page.png"))
+    urls = [b.text for b in found]
+    assert urls == [receipts.check_url(receipt.receipt_no)]
+    path_part = urls[0].split("127.0.0.1:5000", 1)[1]
+    page = client.get(path_part).get_data(as_text=True)
+    assert "与本行防篡改审计日志一致" in page and receipt.receipt_no in page
+    assert "李" not in page  # nothing personal on the public page
+
+
+def test_check_page_refuses_without_the_code_and_notices_tampering(app, client):
+    receipt, _t, _a = _closed_case()
+    assert client.get(f"/receipts/check/{receipt.receipt_no}").status_code == 404
+    assert client.get(f"/receipts/check/{receipt.receipt_no}?c=0000000000000000").status_code == 404
+    url = receipts.check_url(receipt.receipt_no).split("127.0.0.1:5000", 1)[1]
+    seq = audit_events("receipt.issue")[0].seq
+    dialect = db.engine.dialect.name
+    for ddl in drop_append_only_ddl(dialect):
+        db.session.execute(text(ddl))
+    db.session.execute(text(f"UPDATE audit_event SET details = '{{}}' WHERE seq = {seq}"))
+    for ddl in append_only_ddl(dialect):
+        db.session.execute(text(ddl))
+    db.session.commit()
+    assert "不一致" in client.get(url).get_data(as_text=True)
+
+
+def test_reprints_are_marked_copies_and_audited(app, client):
+    receipt, teller, _a = _closed_case()
+    sign_in(client, teller)
+    first = client.get(f"/desk/receipts/{receipt.receipt_no}.pdf")
+    assert first.status_code == 200 and first.mimetype == "application/pdf"
+    assert hashlib.sha256(first.data).hexdigest() == receipt.pdf_sha256
+    second = client.get(f"/desk/receipts/{receipt.receipt_no}.pdf")
+    copy_text = PdfReader(io.BytesIO(second.data)).pages[0].extract_text()
+    assert "副本" in copy_text and "COPY" in copy_text
+    assert [e.action for e in audit_events() if e.action.startswith("receipt.") and e.action != "receipt.issue"] == [
+        "receipt.print", "receipt.reprint"]
+
+
+def test_other_branch_cannot_print(app, client):
+    receipt, _t, _a = _closed_case()
+    other = make_staff("teller", branch_code="SH-002")
+    sign_in(client, other)
+    assert client.get(f"/desk/receipts/{receipt.receipt_no}.pdf").status_code == 404
+    assert audit_events("receipt.view")[-1].outcome == "denied"
+    assert db.session.get(Receipt, receipt.id).prints == 0
