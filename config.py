@@ -82,6 +82,10 @@ class BaseConfig:
     PUBLIC_BASE_URL = "http://127.0.0.1:5000"
     PDF_FONT_PATH: str | None = None  # default: the first CJK TrueType font installed
     PDF_REPORT_ROWS_PER_VOLUME = 20000
+    # Review dashboard: business hours (Beijing time) and what counts as unusual.
+    BUSINESS_HOURS = (8, 20)
+    DASHBOARD_HEAVY_RESETS = 20
+    DASHBOARD_REPEATED_RESETS = 3
 
     # Citizen-ID registry (联网核查): "local" (a table seeded with demo data) or "http".
     REGISTRY_ADAPTER = "local"

@@ -26,7 +26,7 @@ def test_role_matrix_matches_the_design():
         P.AUDIT_READ_OWN: {"teller", "agent", "supervisor", "auditor"},
         P.AUDIT_READ_BRANCH: {"supervisor", "auditor"},
         P.AUDIT_READ_ALL: {"auditor"},
-        P.AUDIT_EXPORT: {"supervisor", "auditor"},
+        P.AUDIT_EXPORT: {"teller", "agent", "supervisor", "auditor"},  # within their reading scope
         P.AUDIT_VERIFY: {"auditor", "admin"},
         P.ADMIN_MANAGE: {"admin"},
     }
@@ -111,8 +111,8 @@ def test_anonymous_requests_to_every_guarded_url_go_to_sign_in(app, client):
 
 
 ROLE_FORBIDDEN = {
-    "teller": ["/admin/", "/admin/staff_admin/", "/audit/chain"],
-    "agent": ["/admin/", "/admin/branch_admin/", "/audit/chain"],
+    "teller": ["/admin/", "/admin/staff_admin/", "/audit/chain", "/audit/dashboard"],
+    "agent": ["/admin/", "/admin/branch_admin/", "/audit/chain", "/desk/approvals"],
     "supervisor": ["/admin/", "/audit/chain"],
     "auditor": ["/admin/", "/admin/staff_admin/new/"],
     "admin": [],

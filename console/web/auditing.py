@@ -1,21 +1,129 @@
-"""Auditor pages: the state of the hash chain."""
+"""Audit pages: search with keyset pagination, event detail, exports, dashboard, chain state."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, render_template, redirect, url_for
+import hashlib
+import json
+
+from flask import (Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context,
+                   url_for)
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 from flask_wtf import FlaskForm
+from markupsafe import Markup
 
 from ..extensions import db
 from ..models.audit import ChainHead
-from ..permissions import AUDIT_VERIFY
-from ..services import audit
-from .security import current_actor, guard_blueprint
+from ..permissions import AUDIT_EXPORT, AUDIT_READ_BRANCH, AUDIT_READ_OWN, AUDIT_VERIFY, can
+from ..services import audit, audit_dashboard, audit_export, audit_query, checkpoints
+from .security import current_actor, guard_blueprint, requires
 
 bp = Blueprint("auditing", __name__, url_prefix="/audit")
-guard_blueprint(bp, AUDIT_VERIFY)
+guard_blueprint(bp)
+
+FILTER_ERRORS = {
+    "date": _l("Enter dates as YYYY-MM-DD."),
+    "range": _l("The end date is before the start date."),
+    "format": _l("Letters, digits, '.', '_' and '-' only (wallet numbers: digits only)."),
+    "choice": _l("Choose a value from the list."),
+}
+
+
+def _actor():
+    return current_actor()
+
+
+def _filters():
+    f = audit_query.parse_filters(request.args)
+    return f, {key: str(FILTER_ERRORS[code]) for key, code in f.errors.items()}
+
+
+@bp.route("/events", methods=["GET"])
+@requires(AUDIT_READ_OWN)
+def events():
+    f, errors = _filters()
+    rows, next_before = [], None
+    before = request.args.get("before", type=int)
+    if errors:
+        flash(_("Some filters are not valid; fix them and search again."), "error")
+    else:
+        rows, next_before = audit_query.page(db.session, _actor(), f, before=before)
+        audit.record(db.session, _actor(), "audit.search", details={"filter": f.as_dict(), "before": before,
+                                                                     "shown": len(rows)})
+        db.session.commit()
+    return render_template("auditing/events.html", rows=rows, next_before=next_before, filters=f.as_dict(),
+                           args=request.args, errors=errors, roles=audit_query.ROLES, outcomes=audit_query.OUTCOMES,
+                           channels=audit_query.CHANNELS, can_export=can(current_user, AUDIT_EXPORT))
+
+
+@bp.route("/events/<int:seq>", methods=["GET"])
+@requires(AUDIT_READ_OWN)
+def event(seq):
+    row = audit_query.in_scope(db.session, _actor(), seq)
+    if row is None:
+        audit.record(db.session, _actor(), "audit.view", outcome="denied", reason_code="not_found_or_out_of_scope",
+                     details={"seq": seq})
+        db.session.commit()
+        abort(404)
+    audit.record(db.session, _actor(), "audit.view", details={"seq": seq})
+    db.session.commit()
+
+    def pretty(value):
+        return json.dumps(json.loads(value), ensure_ascii=False, indent=2, sort_keys=True) if value else ""
+
+    recomputed = audit.event_hash(row.prev_hash, {k: getattr(row, k) for k in audit.CHAINED_FIELDS})
+    return render_template("auditing/event.html", e=row, before=pretty(row.before_state), after=pretty(row.after_state),
+                           details=pretty(row.details), hash_ok=recomputed == row.hash)
+
+
+@bp.route("/export.<fmt>", methods=["GET"])
+@requires(AUDIT_EXPORT)
+def export(fmt):
+    if fmt not in ("csv", "jsonl", "pdf"):
+        abort(404)
+    f, errors = _filters()
+    if errors:
+        flash(_("Some filters are not valid; fix them and search again."), "error")
+        return redirect(url_for("auditing.events", **request.args))
+    actor = _actor()
+    if fmt == "pdf":
+        volume = max(1, min(request.args.get("volume", 1, type=int) or 1, 10_000))
+        pdf, rows, more = audit_export.pdf_volume(db.session, actor, f, volume)
+        audit_export.record_export(db.session, actor, f, "pdf", {"rows": rows, "complete": True, "volume": volume,
+                                                                 "sha256": hashlib.sha256(pdf).hexdigest()})
+        db.session.commit()
+        headers = {"Content-Disposition": f'attachment; filename="audit-report-v{volume}.pdf"',
+                   "X-More-Volumes": "yes" if more else "no"}
+        return Response(pdf, mimetype="application/pdf", headers=headers)
+
+    result: dict = {}
+
+    def generate():
+        try:
+            yield from audit_export.lines(db.session, actor, f, fmt, result)
+        finally:
+            db.session.rollback()
+            audit_export.record_export(db.session, actor, f, fmt, result)
+            db.session.commit()
+
+    mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    return Response(stream_with_context(generate()), mimetype=f"{mimetype}; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="audit-export.{fmt}"'})
+
+
+@bp.route("/dashboard", methods=["GET"])
+@requires(AUDIT_READ_BRANCH)
+def dashboard():
+    days = max(1, min(request.args.get("days", 14, type=int) or 14, 90))
+    data = audit_dashboard.build(db.session, _actor(), days=days)
+    charts = {"by_day": Markup(audit_dashboard.bar_chart_svg(data["by_day"])),
+              "per_action": Markup(audit_dashboard.hbar_svg(data["per_action"])),
+              "per_branch": Markup(audit_dashboard.hbar_svg(data["per_branch"]))}
+    return render_template("auditing/dashboard.html", data=data, days=days, charts=charts)
 
 
 @bp.route("/chain", methods=["GET", "POST"])
+@requires(AUDIT_VERIFY)
 def chain():
     form = FlaskForm()
     report = None
@@ -31,4 +139,14 @@ def chain():
         else:
             flash(_("The audit chain is broken at sequence number %(seq)s.", seq=report.first_bad_seq), "error")
     head = db.session.get(ChainHead, 1)
-    return render_template("auditing/chain.html", form=form, head=head, report=report)
+    signed = checkpoints.all_checkpoints(db.session)[-20:][::-1]
+    return render_template("auditing/chain.html", form=form, head=head, report=report, checkpoints=signed,
+                           key_id=checkpoints.key_id())
+
+
+@bp.route("/public-key.pem", methods=["GET"])
+@requires(AUDIT_VERIFY)
+def public_key():
+    return Response(checkpoints.public_key_pem(), mimetype="application/x-pem-file",
+                    headers={"Content-Disposition": 'attachment; filename="audit-checkpoint-key.pem"'})
+

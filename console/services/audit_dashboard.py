@@ -1,0 +1,129 @@
+"""The auditor's review dashboard: events per day, per action and per branch, and the
+exception lists that deserve a look. Every list links into the search."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import and_, func, literal_column, or_, select
+from sqlalchemy.orm import Session
+
+from ..models.audit import AuditEvent
+from ..timeutil import utcnow
+from .actor import Actor
+from .audit_query import scope_clause
+
+RESET_ACTIONS = ("wallet.unlock", "wallet.reset_password", "wallet.reset_questions", "wallet.reset_2fa")
+
+
+def _local_day(session: Session):
+    """The Beijing calendar day of an event, in SQL, on either backend."""
+    hours = 8  # Asia/Shanghai has no daylight saving
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(AuditEvent.occurred_at + literal_column(f"interval '{hours} hours'"), "YYYY-MM-DD")
+    return func.date(AuditEvent.occurred_at, f"+{hours} hours")
+
+
+def _local_hour(session: Session):
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("hour", AuditEvent.occurred_at + literal_column("interval '8 hours'"))
+    return func.cast(func.strftime("%H", AuditEvent.occurred_at, "+8 hours"), literal_column("INTEGER"))
+
+
+def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
+    since = utcnow() - timedelta(days=days)
+    where = [AuditEvent.occurred_at >= since]
+    scope = scope_clause(actor)
+    if scope is not None:
+        where.append(scope)
+    cond = and_(*where)
+    day = _local_day(session).label("day")
+    per_day = session.execute(select(day, AuditEvent.outcome, func.count()).where(cond)
+                              .group_by(day, AuditEvent.outcome).order_by(day)).all()
+    per_action = session.execute(select(AuditEvent.action, func.count()).where(cond).group_by(AuditEvent.action)
+                                 .order_by(func.count().desc()).limit(12)).all()
+    per_branch = session.execute(select(AuditEvent.actor_branch, func.count()).where(cond, AuditEvent.actor_branch.is_not(None))
+                                 .group_by(AuditEvent.actor_branch).order_by(func.count().desc()).limit(12)).all()
+    staff = AuditEvent.actor_type == "staff"
+    hour = _local_hour(session)
+    start, end = current_app.config["BUSINESS_HOURS"]
+    after_hours = session.scalars(select(AuditEvent).where(cond, staff, or_(hour < start, hour >= end))
+                                  .order_by(AuditEvent.seq.desc()).limit(10)).all()
+    heavy = session.execute(
+        select(AuditEvent.actor_employee_no, AuditEvent.actor_branch, func.count())
+        .where(cond, AuditEvent.action.in_(RESET_ACTIONS), AuditEvent.outcome == "success")
+        .group_by(AuditEvent.actor_employee_no, AuditEvent.actor_branch)
+        .having(func.count() >= current_app.config["DASHBOARD_HEAVY_RESETS"])
+        .order_by(func.count().desc()).limit(10)).all()
+    denied = session.scalars(select(AuditEvent).where(cond, AuditEvent.outcome == "denied")
+                             .order_by(AuditEvent.seq.desc()).limit(10)).all()
+    self_approval = session.scalars(select(AuditEvent).where(cond, AuditEvent.reason_code == "self_approval")
+                                    .order_by(AuditEvent.seq.desc()).limit(10)).all()
+    repeated = session.execute(
+        select(AuditEvent.customer_ref, func.count())
+        .where(cond, AuditEvent.action.in_(RESET_ACTIONS), AuditEvent.outcome == "success",
+               AuditEvent.customer_ref.is_not(None))
+        .group_by(AuditEvent.customer_ref).having(func.count() >= current_app.config["DASHBOARD_REPEATED_RESETS"])
+        .order_by(func.count().desc()).limit(10)).all()
+    failed_verifications = session.scalars(
+        select(AuditEvent).where(cond, AuditEvent.action.startswith("verification."), AuditEvent.outcome == "failed")
+        .order_by(AuditEvent.seq.desc()).limit(10)).all()
+    days_list = sorted({d for d, _o, _n in per_day})
+    by_day = {d: {"success": 0, "denied": 0, "failed": 0} for d in days_list}
+    for d, outcome, n in per_day:
+        by_day[d][outcome] = n
+    return {
+        "since": since, "by_day": by_day, "per_action": per_action, "per_branch": per_branch,
+        "after_hours": after_hours, "heavy": heavy, "denied": denied, "self_approval": self_approval,
+        "repeated": repeated, "failed_verifications": failed_verifications,
+        "business_hours": (start, end),
+    }
+
+
+def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height: int = 200) -> str:
+    """Stacked bars per day (success, denied, failed), drawn on the server: no script, no CDN."""
+    colours = {"success": "#3a8f5c", "denied": "#c0392b", "failed": "#d68910"}
+    days = list(series)
+    peak = max([sum(v.values()) for v in series.values()] + [1])
+    pad, bottom = 36, 24
+    bar_w = max(4, (width - pad - 8) / max(len(days), 1) - 4)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart">']
+    for i in range(5):
+        y = height - bottom - (height - bottom - 8) * i / 4
+        parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width}" y2="{y:.1f}" stroke="#eef1f5"/>'
+                     f'<text x="{pad - 4}" y="{y + 3:.1f}" text-anchor="end" font-size="9" fill="#5b6475">{peak * i // 4}</text>')
+    for index, day in enumerate(days):
+        x = pad + 4 + index * (bar_w + 4)
+        y = height - bottom
+        for outcome in ("success", "denied", "failed"):
+            n = series[day].get(outcome, 0)
+            h = (height - bottom - 8) * n / peak
+            if n:
+                parts.append(f'<rect x="{x:.1f}" y="{y - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                             f'fill="{colours[outcome]}"><title>{day} {outcome}: {n}</title></rect>')
+            y -= h
+        if len(days) <= 16 or index % 2 == 0:
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="9" '
+                         f'fill="#5b6475">{day[5:]}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def hbar_svg(items: list[tuple[str, int]], *, width: int = 420) -> str:
+    """Horizontal bars for a ranked list (actions, branches)."""
+    row = 20
+    height = row * max(len(items), 1) + 6
+    peak = max([n for _k, n in items] + [1])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart">']
+    for i, (label, n) in enumerate(items):
+        w = (width - 200) * n / peak
+        y = i * row + 4
+        parts.append(f'<text x="0" y="{y + 12}" font-size="10" fill="#1d2433">{_esc(label)}</text>'
+                     f'<rect x="150" y="{y}" width="{w:.1f}" height="14" fill="#b4161b" opacity="0.8"/>'
+                     f'<text x="{154 + w:.1f}" y="{y + 11}" font-size="10" fill="#5b6475">{n}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _esc(text) -> str:
+    return str(text or "-").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
