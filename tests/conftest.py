@@ -127,6 +127,7 @@ class IsolatedClient(FlaskClient):
         if not has_app_context():  # a redirect followed inside an isolated request
             return super().open(*args, **kwargs)
         db.session.commit()
+        kwargs.setdefault("buffered", True)  # a streamed body is read inside the request's own context
         return contextvars.Context().run(super().open, *args, **kwargs)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, literal_column, or_, select
+from sqlalchemy import Integer, and_, cast, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from ..models.audit import AuditEvent
@@ -27,7 +27,7 @@ def _local_day(session: Session):
 def _local_hour(session: Session):
     if session.get_bind().dialect.name == "postgresql":
         return func.extract("hour", AuditEvent.occurred_at + literal_column("interval '8 hours'"))
-    return func.cast(func.strftime("%H", AuditEvent.occurred_at, "+8 hours"), literal_column("INTEGER"))
+    return cast(func.strftime("%H", AuditEvent.occurred_at, "+8 hours"), Integer)
 
 
 def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
