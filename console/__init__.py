@@ -60,9 +60,10 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(staff_api.bp)
     errors.init_app(app)
 
-    from .admin import build_admin
+    from .admin import build_admin, build_audit_browser
 
     build_admin(app)
+    build_audit_browser(app)
 
     from .cli import register_cli
 

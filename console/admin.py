@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 
-from flask import flash, g, request, session
+from flask import flash, g, redirect, request, session, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -18,8 +18,9 @@ from wtforms.validators import DataRequired, Length, Regexp
 
 from . import crypto
 from .extensions import db, login_manager
+from .models.audit import AuditEvent
 from .models.staff import Branch, BranchKind, Role, Staff
-from .permissions import ADMIN_MANAGE, can
+from .permissions import ADMIN_MANAGE, AUDIT_READ_ALL, can
 from .services import audit, staff_admin
 from .services.errors import NotAllowed
 from .web.roles import ROLE_LABELS
@@ -47,15 +48,17 @@ def _beijing(value):
 
 
 class _Guarded:
-    """Admin role only; anything else is a 403 page and an audit event."""
+    """Only holders of ``permission``; anyone else gets a 403 page and an audit event."""
+
+    permission = ADMIN_MANAGE
 
     def is_accessible(self):
-        return current_user.is_authenticated and can(current_user, ADMIN_MANAGE)
+        return current_user.is_authenticated and can(current_user, self.permission)
 
     def inaccessible_callback(self, name, **kwargs):
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
-        deny(ADMIN_MANAGE)
+        deny(self.permission)
 
 
 class GuardedIndexView(_Guarded, AdminIndexView):
@@ -202,6 +205,42 @@ class BranchAdmin(AuditedModelView):
         before = None if is_created else g.pop("audit_before", None)
         audit.record(db.session, current_actor(), "branch.create" if is_created else "branch.update",
                      before=before, after=staff_admin.branch_snapshot(model))
+
+
+class AuditBrowserIndex(_Guarded, AdminIndexView):
+    permission = AUDIT_READ_ALL
+
+    @expose("/")
+    def index(self):
+        return redirect(url_for("audit_browser_events.index_view"))
+
+
+class AuditEventBrowser(_Guarded, ModelView):
+    """Flask-Admin's stock, read-only list over the audit table (the workbench search is faster)."""
+
+    permission = AUDIT_READ_ALL
+    form_base_class = AdminForm
+    can_create = can_edit = can_delete = False
+    can_export = False
+    can_view_details = True
+    column_default_sort = ("seq", True)
+    column_list = ("seq", "occurred_at", "actor_employee_no", "actor_role", "actor_branch", "channel", "action",
+                   "outcome", "reason_code", "customer_ref", "case_ref")
+    column_details_list = column_list + ("source_ip", "session_id", "before_state", "after_state", "details",
+                                         "prev_hash", "hash")
+    column_searchable_list = ("action", "actor_employee_no", "customer_ref", "case_ref")
+    page_size = 50
+
+
+def build_audit_browser(app) -> Admin:
+    browser = Admin(
+        app, name=_l("Audit browser"), url="/audit/browse", endpoint="audit_browser",
+        theme=Bootstrap4Theme(base_template="admin/console_master.html"),
+        index_view=AuditBrowserIndex(name=_l("Overview"), url="/audit/browse", endpoint="audit_browser"),
+        csp_nonce_generator=lambda: g.get("csp_nonce", ""),
+    )
+    browser.add_view(AuditEventBrowser(AuditEvent, db, name=_l("Audit events"), endpoint="audit_browser_events"))
+    return browser
 
 
 def build_admin(app) -> Admin:

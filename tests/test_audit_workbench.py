@@ -228,3 +228,14 @@ def test_chain_page_lists_checkpoints_and_serves_the_public_key(app, client, log
     pem = client.get("/audit/public-key.pem").get_data(as_text=True)
     assert pem.startswith("-----BEGIN PUBLIC KEY-----")
     assert db.session.get(ChainHead, 1).seq >= 1
+
+
+def test_read_only_audit_browser_for_auditors(app, client, login_as):
+    _events(3)
+    login_as("auditor", branch_code="HO-000")
+    listing = client.get("/audit/browse/audit_browser_events/")
+    assert listing.status_code == 200 and "wallet.unlock" in listing.get_data(as_text=True)
+    seq = audit_events("wallet.unlock")[0].seq
+    assert client.get(f"/audit/browse/audit_browser_events/details/?id={seq}").status_code == 200
+    assert client.get(f"/audit/browse/audit_browser_events/edit/?id={seq}").status_code in (302, 403, 404)
+    assert client.get("/audit/browse/audit_browser_events/new/").status_code in (302, 403, 404)

@@ -166,3 +166,24 @@ def test_supervisor_sees_the_approval_queue(browser_page, app):
     assert "暂无待审批申请" in page.content()
     shot(page, "17-approvals-empty")
     assert page.console_errors == []
+
+
+def test_auditor_pages_render_without_errors(browser_page, app):
+    from console.extensions import db
+    from console.services import audit
+    from console.services.actor import Actor
+
+    actor = Actor(kind="staff", employee_no="T1001", role="teller", branch_code="BJ-001", channel="counter")
+    for i in range(30):
+        audit.record(db.session, actor, "wallet.unlock" if i % 3 else "access.denied",
+                     outcome="success" if i % 3 else "denied", customer_ref="C000000007")
+    db.session.commit()
+    page = browser_page
+    _sign_in(page, make_staff("auditor", branch_code="HO-000"))
+    for path, name in (("/audit/events", "20-audit-search"), ("/audit/events/3", "21-audit-event"),
+                       ("/audit/dashboard", "22-audit-dashboard"), ("/audit/chain", "23-audit-chain"),
+                       ("/audit/browse/audit_browser_events/", "24-audit-browser")):
+        page.goto(page.base_url + path)
+        shot(page, name)
+        assert "错误 500" not in page.content(), path
+    assert page.console_errors == []

@@ -69,9 +69,9 @@ def test_every_endpoint_is_guarded_or_explicitly_public(app):
     from console.admin import _Guarded
 
     # Every Flask-Admin view (the index included) carries the admin-only guard.
-    admin = app.extensions["admin"][0]
-    admin_views = {view.endpoint for view in admin._views if isinstance(view, _Guarded)}
-    assert admin_views == {view.endpoint for view in admin._views}
+    views = [view for admin in app.extensions["admin"] for view in admin._views]
+    admin_views = {view.endpoint for view in views if isinstance(view, _Guarded)}
+    assert admin_views == {view.endpoint for view in views}
     view_functions = app.view_functions
     unguarded = []
     for rule in app.url_map.iter_rules():
@@ -113,8 +113,8 @@ def test_anonymous_requests_to_every_guarded_url_go_to_sign_in(app, client):
 ROLE_FORBIDDEN = {
     "teller": ["/admin/", "/admin/staff_admin/", "/audit/chain", "/audit/dashboard"],
     "agent": ["/admin/", "/admin/branch_admin/", "/audit/chain", "/desk/approvals"],
-    "supervisor": ["/admin/", "/audit/chain"],
-    "auditor": ["/admin/", "/admin/staff_admin/new/"],
+    "supervisor": ["/admin/", "/audit/chain", "/audit/browse/audit_browser_events/"],
+    "auditor": ["/admin/", "/admin/staff_admin/new/", "/desk/"],
     "admin": [],
 }
 

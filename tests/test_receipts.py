@@ -46,6 +46,8 @@ def test_receipt_pdf_text_digest_and_rerender(app):
     receipt, _teller, _actor = _closed_case()
     pdf = receipts.render(receipt)
     assert hashlib.sha256(pdf).hexdigest() == receipt.pdf_sha256  # byte-identical re-render
+    if __import__("os").environ.get("RECEIPT_SAMPLE"):
+        open(__import__("os").environ["RECEIPT_SAMPLE"], "wb").write(pdf)
     text_ = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
     for needle in ("业务回单", "Service receipt", receipt.receipt_no, receipt.case.case_no, "解锁钱包",
                    "Wallet unlocked", "李*", receipt.case.customer.id_number_masked, receipt.last_event_hash,

@@ -86,7 +86,7 @@ def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height
     days = list(series)
     peak = max([sum(v.values()) for v in series.values()] + [1])
     pad, bottom = 36, 24
-    bar_w = max(4, (width - pad - 8) / max(len(days), 1) - 4)
+    bar_w = min(40, max(4, (width - pad - 8) / max(len(days), 1) - 4))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart">']
     for i in range(5):
         y = height - bottom - (height - bottom - 8) * i / 4
