@@ -93,6 +93,19 @@ class BaseConfig:
     REGISTRY_HTTP_TOKEN: str | None = None
     REGISTRY_HTTP_TIMEOUT_SECONDS = 5
 
+    # Rate limits (Flask-Limiter): Redis in production so all nodes share the counters.
+    RATELIMIT_ENABLED = True
+    RATELIMIT_STORAGE_URI = "memory://"
+    RATELIMIT_STRATEGY = "fixed-window"
+    LIMIT_STAFF_SIGNIN = "20 per minute"
+    LIMIT_WALLET_SIGNIN = "60 per minute"
+    LIMIT_OTP_SEND = "5 per 10 minutes"
+    LIMIT_SEARCH = "60 per minute"
+    # Requests come through this many trusted reverse proxies (0: use the socket address).
+    TRUSTED_PROXY_HOPS = 0
+    LOG_JSON = True
+    LOG_LEVEL = "INFO"
+
     # SMS gateway: "log" (a local outbox file, the default) or "http".
     SMS_GATEWAY = "log"
     SMS_LOG_PATH: str | None = None  # default: instance/sms-outbox.log
@@ -201,6 +214,7 @@ class TestingConfig(BaseConfig):
     AUDIT_SIGNING_KEY = base64.urlsafe_b64encode(b"s" * 32).decode()
     WALLET_SERVICE_KEY = base64.urlsafe_b64encode(b"w" * 32).decode()
     DATABASE_URL = "sqlite://"
+    RATELIMIT_ENABLED = False  # tests that exercise limits switch them on
     WTF_CSRF_ENABLED = True
 
 

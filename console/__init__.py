@@ -8,7 +8,7 @@ from flask import Flask
 
 from config import INSTANCE_DIR, ConfigError, load_config
 
-from .extensions import babel, csrf, db, login_manager, migrate
+from .extensions import csrf, db, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -53,12 +53,27 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(desk.bp)
     app.register_blueprint(receipt_check.bp)
 
+    from .web import ops
+
+    app.register_blueprint(ops.bp)
+
     from .api import staff as staff_api
     from .api import wallet as wallet_api
 
     app.register_blueprint(wallet_api.bp)
     app.register_blueprint(staff_api.bp)
     errors.init_app(app)
+
+    from . import observability, ratelimits
+
+    ratelimits.init_app(app)
+    observability.init_app(app)
+    if app.config.get("TRUSTED_PROXY_HOPS"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    app.extensions["migration_head"] = _migration_head()
 
     from .admin import build_admin, build_audit_browser
 
@@ -69,6 +84,15 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
 
     register_cli(app)
     return app
+
+
+def _migration_head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def _engine_options(app: Flask) -> None:

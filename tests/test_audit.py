@@ -7,13 +7,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
 from console.extensions import db
-from console.models.audit import AuditEvent, ChainHead, append_only_ddl, drop_append_only_ddl
+from console.models.audit import ChainHead
 from console.models.staff import Staff
 from console.services import audit, staff_admin
 from console.services.actor import Actor
 from console.services.errors import NotAllowed
 
-from .conftest import audit_events, make_staff
+from .conftest import audit_events, make_staff, tamper
 
 
 def _actor(role="admin", branch_code="HO-000"):
@@ -120,16 +120,7 @@ def test_trigger_refuses_truncate_on_postgresql(app, backend):
     assert len(audit_events()) == 2
 
 
-def _behind_the_triggers_back(*statements):
-    dialect = db.engine.dialect.name
-    db.session.rollback()
-    for ddl in drop_append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    for statement in statements:
-        db.session.execute(text(statement))
-    for ddl in append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.commit()
+_behind_the_triggers_back = tamper
 
 
 def test_verify_names_an_edited_event(app):

@@ -11,11 +11,11 @@ from pypdf import PdfReader
 from sqlalchemy import text
 
 from console.extensions import db
-from console.models.audit import ChainHead, append_only_ddl, drop_append_only_ddl
+from console.models.audit import ChainHead
 from console.services import audit, audit_export, audit_query, checkpoints
 from console.services.actor import Actor
 
-from .conftest import audit_events, make_staff, make_wallet, sign_in_wallet
+from .conftest import audit_events, tamper
 
 
 def _events(n, **kw):
@@ -168,15 +168,8 @@ def test_checkpoint_then_tail_truncation_is_caught(app, runner):
     _events(2)
     assert runner.invoke(args=["audit", "verify"]).exit_code == 0
     # Cut the chain back to 8 events and rewrite the head to match: only the checkpoint notices.
-    dialect = db.engine.dialect.name
-    for ddl in drop_append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.execute(text("DELETE FROM audit_event WHERE seq > 8"))
     last = db.session.execute(text("SELECT hash FROM audit_event WHERE seq = 8")).scalar()
-    db.session.execute(text("UPDATE audit_chain_head SET seq = 8, hash = :h"), {"h": last})
-    for ddl in append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.commit()
+    tamper("DELETE FROM audit_event WHERE seq > 8", f"UPDATE audit_chain_head SET seq = 8, hash = '{last}'")
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1 and "BROKEN at sequence 9" in result.output and "checkpoint" in result.output
 
@@ -185,10 +178,7 @@ def test_forged_checkpoint_signature_is_caught(app):
     _events(3)
     row = checkpoints.create_checkpoint(db.session)
     db.session.commit()
-    for ddl in drop_append_only_ddl(db.engine.dialect.name, "audit_checkpoint"):
-        db.session.execute(text(ddl))
-    db.session.execute(text("UPDATE audit_checkpoint SET seq = 2 WHERE id = :i"), {"i": row.id})
-    db.session.commit()
+    tamper(f"UPDATE audit_checkpoint SET seq = 2 WHERE id = {row.id}", table="audit_checkpoint")
     report = audit.verify_chain(db.session)
     assert not report.intact and "invalid signature" in report.reason
 
@@ -197,13 +187,7 @@ def test_edit_covered_by_checkpoint_names_the_seq(app):
     _events(5)
     checkpoints.create_checkpoint(db.session)
     db.session.commit()
-    dialect = db.engine.dialect.name
-    for ddl in drop_append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.execute(text("UPDATE audit_event SET outcome = 'failed' WHERE seq = 3"))
-    for ddl in append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.commit()
+    tamper("UPDATE audit_event SET outcome = 'failed' WHERE seq = 3")
     report = audit.verify_chain(db.session)
     assert (report.intact, report.first_bad_seq) == (False, 3)
 

@@ -70,15 +70,7 @@ def test_first_sign_in_enrols_the_authenticator_from_the_qr_page(browser_page, a
 
 def test_admin_reaches_flask_admin_without_csp_errors(browser_page, app):
     page = browser_page
-    handle = make_staff("admin", branch_code="HO-000")
-    page.goto(page.base_url + "/auth/login")
-    page.fill("#employee_no", handle.employee_no)
-    page.fill("#password", handle.password)
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/auth/totp")
-    page.fill("#code", totp_code(handle))
-    page.keyboard.press("Enter")
-    page.wait_for_url(page.base_url + "/")
+    _sign_in(page, make_staff("admin", branch_code="HO-000"))
     other = make_staff("teller")
     page.goto(page.base_url + "/admin/staff_admin/")
     assert "员工" in page.content()

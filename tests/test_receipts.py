@@ -7,10 +7,7 @@ import subprocess
 
 import pytest
 from pypdf import PdfReader
-from sqlalchemy import text
-
 from console.extensions import db
-from console.models.audit import append_only_ddl, drop_append_only_ddl
 from console.models.service import Receipt
 from console.models.staff import Staff
 from console.pdf.fonts import CANDIDATES
@@ -18,7 +15,7 @@ from console.services import cases, operations, receipts, verification
 from console.adapters.registry import LocalRegistry
 from console.services.actor import Actor
 
-from .conftest import ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet, sign_in, sign_in_wallet
+from .conftest import ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet, sign_in, sign_in_wallet, tamper
 
 FONT_INSTALLED = any(__import__("os").path.exists(p) for p in CANDIDATES)
 
@@ -94,13 +91,7 @@ def test_check_page_refuses_without_the_code_and_notices_tampering(app, client):
     assert client.get(f"/receipts/check/{receipt.receipt_no}?c=0000000000000000").status_code == 404
     url = receipts.check_url(receipt.receipt_no).split("127.0.0.1:5000", 1)[1]
     seq = audit_events("receipt.issue")[0].seq
-    dialect = db.engine.dialect.name
-    for ddl in drop_append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.execute(text(f"UPDATE audit_event SET details = '{{}}' WHERE seq = {seq}"))
-    for ddl in append_only_ddl(dialect):
-        db.session.execute(text(ddl))
-    db.session.commit()
+    tamper(f"UPDATE audit_event SET details = '{{}}' WHERE seq = {seq}")
     assert "不一致" in client.get(url).get_data(as_text=True)
 
 

@@ -19,7 +19,7 @@ from ..extensions import db
 from ..identity import ID_ERRORS, ID_TYPES, mask_name
 from ..models.customer import RiskAlert, Wallet
 from ..models.service import Case, Receipt
-from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, can
+from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW
 from ..services import audit, cases, operations, receipts, verification, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import DomainError, InvalidInput, NotFound

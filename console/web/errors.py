@@ -39,6 +39,8 @@ def init_app(app) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc):
+        if exc.code == 429:
+            _record_rate_limit()
         return _page(exc.code or 500)
 
     @app.errorhandler(Exception)
@@ -46,3 +48,26 @@ def init_app(app) -> None:
         db.session.rollback()
         current_app.logger.exception("unhandled error: %s", type(exc).__name__)
         return _page(500)
+
+
+def _record_rate_limit() -> None:
+    """A staff member (or someone signing in as one) hit a rate limit: that is an audit event."""
+    import re
+
+    from flask import g
+
+    from ..services import audit
+    from .security import current_actor
+
+    db.session.rollback()
+    typed = request.form.get("employee_no", "") if request.mimetype == "application/x-www-form-urlencoded" else ""
+    details = {"endpoint": request.endpoint, "path": request.path}
+    if re.fullmatch(r"[A-Za-z0-9]{1,16}", typed or ""):
+        details["employee_no"] = typed
+    actor = current_actor(channel="api" if request.path.startswith("/api/v1") else "console")
+    if request.path.startswith("/api/wallet"):
+        return  # the wallet back end's customers are not staff; the limiter's own log line suffices
+    audit.record(db.session, actor, "rate_limited", outcome="denied", reason_code="rate_limit",
+                 details=details)
+    db.session.commit()
+    g.rate_limited = True

@@ -19,6 +19,7 @@ from ..timeutil import utcnow
 PUBLIC_ENDPOINTS = frozenset({
     "static", "auth.login", "auth.totp", "auth.enrol", "auth.change_password", "auth.set_language",
     "wallet_api.openapi", "staff_api.openapi", "staff_api.issue_token", "receipt_check.check",
+    "ops.healthz", "ops.readyz",
 })
 # Blueprints whose every view is behind a guard: the wallet API's is its service key, the
 # staff API's its bearer token (both in their own before_request).

@@ -1,0 +1,84 @@
+"""Request ids, one JSON log line per request, and JSON formatting of every log record.
+
+Log lines carry the request id (also returned as ``X-Request-ID``), the staff id, the endpoint,
+the status and the duration; never a query string, a body, a secret or personal data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+
+from flask import g, request
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{8,64}$")
+request_log = logging.getLogger("console.request")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(), "logger": record.name}
+        if isinstance(record.msg, dict):
+            body.update(record.msg)
+        else:
+            body["message"] = record.getMessage()
+        request_id = getattr(record, "request_id", None) or _current_request_id()
+        if request_id:
+            body["request_id"] = request_id
+        if record.exc_info:
+            body["error"] = self.formatException(record.exc_info).splitlines()[-1][:300]
+        return json.dumps(body, ensure_ascii=False, default=str)
+
+
+def _current_request_id():
+    try:
+        return g.get("request_id")
+    except RuntimeError:  # outside a request
+        return None
+
+
+_configured = False
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for the whole process (once; every app in the process shares it)."""
+    global _configured
+    if _configured:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our request line replaces its access log
+    _configured = True
+
+
+def init_app(app) -> None:
+    if app.config.get("LOG_JSON", True) and not app.testing:
+        configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+
+    @app.before_request
+    def _start():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        staff = g.get("staff_session")
+        api_staff = g.get("api_staff")
+        request_log.info({
+            "event": "request", "method": request.method, "endpoint": request.endpoint,
+            "path": request.path if request.endpoint != "receipt_check.check" else "/receipts/check/…",
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000, 1),
+            "staff_id": staff.staff_id if staff else (api_staff.id if api_staff else None),
+            "remote_addr": request.remote_addr,
+        })
+        return response
