@@ -107,7 +107,10 @@ def _engine_options(app: Flask) -> None:
         else:
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     else:
+        # A dead connection is replaced on checkout; a database that is down fails fast.
         options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_timeout", 10)
+        options.setdefault("connect_args", {"connect_timeout": 5})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     app.config.setdefault("SQLALCHEMY_TRACK_MODIFICATIONS", False)
     _sqlite_pragmas_once()

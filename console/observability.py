@@ -71,14 +71,12 @@ def init_app(app) -> None:
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        staff = g.get("staff_session")
-        api_staff = g.get("api_staff")
         request_log.info({
             "event": "request", "method": request.method, "endpoint": request.endpoint,
             "path": request.path if request.endpoint != "receipt_check.check" else "/receipts/check/…",
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000, 1),
-            "staff_id": staff.staff_id if staff else (api_staff.id if api_staff else None),
+            "staff_id": g.get("staff_id"),
             "remote_addr": request.remote_addr,
         })
         return response

@@ -46,18 +46,27 @@ class Node:
     def __init__(self, env: dict):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        import tempfile
+
+        self.log = tempfile.NamedTemporaryFile(prefix=f"node-{self.port}-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
             cwd=ROOT, env={**env, "CONSOLE_BIND": f"127.0.0.1:{self.port}"},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=self.log)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def log_tail(self, chars: int = 3000) -> str:
+        self.log.flush()
+        with open(self.log.name, encoding="utf-8", errors="replace") as fh:
+            return fh.read()[-chars:]
+
+    def wait_ready(self, timeout: float = 60, path: str = "/readyz") -> None:
+        """Until ``path`` answers 200 (use /healthz for "the process is up")."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"node exited: {self.process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"node exited: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -71,8 +80,8 @@ class Node:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        if self.process.stderr:
-            self.process.stderr.close()
+        self.log.close()
+        os.unlink(self.log.name)
 
 
 class Browser:

@@ -41,6 +41,7 @@ def _authenticate():
     db.session.commit()
     g.api_session = row
     g.api_staff = row.staff
+    g.staff_id = row.staff_id
     return None
 
 

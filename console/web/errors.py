@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
@@ -29,7 +30,21 @@ def _page(code: int, message=None):
         from ..api.common import error_response
 
         return error_response(code, API_CODES.get(code, "error"), str(message or MESSAGES.get(code, MESSAGES[400])))
-    return render_template("error.html", code=code, message=message or MESSAGES.get(code, MESSAGES[400])), code
+    try:
+        return render_template("error.html", code=code, message=message or MESSAGES.get(code, MESSAGES[400])), code
+    except (DBAPIError, PendingRollbackError):
+        # Rendering the layout loads the signed-in user; with the database gone, say so plainly.
+        return _unavailable()
+
+
+def _unavailable():
+    """The 503 page, rendered without context processors (which would query the database)."""
+    db.session.remove()
+    if request.path.startswith("/api/"):
+        from ..api.common import error_response
+
+        return error_response(503, "unavailable", "The service is temporarily unavailable; try again.")
+    return current_app.jinja_env.get_template("unavailable.html").render(), 503
 
 
 def init_app(app) -> None:
@@ -42,6 +57,19 @@ def init_app(app) -> None:
         if exc.code == 429:
             _record_rate_limit()
         return _page(exc.code or 500)
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PendingRollbackError)
+    def _database_down(exc):
+        # The database is unreachable (or went away mid-request): fail fast and cleanly, without
+        # touching the database again to render the page. The pool reconnects by itself.
+        try:
+            db.session.rollback()
+        except Exception:  # the connection is gone; the session is reset anyway
+            db.session.remove()
+        orig = getattr(exc, "orig", None)
+        current_app.logger.error("database unavailable: %s", type(orig or exc).__name__)
+        return _unavailable()
 
     @app.errorhandler(Exception)
     def _unexpected(exc):

@@ -99,6 +99,7 @@ def _load_staff_from_session(_request):
         staff_auth.touch_session(row)
         db.session.commit()
     g.staff_session = row
+    g.staff_id = row.staff_id
     return row.staff
 
 
