@@ -299,6 +299,21 @@ def checkpoint() -> None:
     click.echo(f"checkpoint {row.id}: seq {row.seq} hash {row.hash} key {row.key_id}")
 
 
+@audit_cli.command("partitions")
+@click.option("--ahead", default=12, show_default=True, type=click.IntRange(1, 120), help="Months to prepare.")
+def partitions(ahead: int) -> None:
+    """Create the monthly audit partitions ahead of time (PostgreSQL; run it monthly)."""
+    from .models.audit_partitions import ensure_partitions, is_partitioned
+
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql" or not is_partitioned(connection):
+        click.echo("The audit table is not partitioned here (SQLite); nothing to do.")
+        return
+    created = ensure_partitions(connection, today=utcnow().date(), back=0, ahead=ahead)
+    db.session.commit()
+    click.echo(f"created {len(created)} partition(s): {', '.join(created) or 'none needed'}")
+
+
 @audit_cli.command("public-key")
 def public_key() -> None:
     """Print the PEM public key that verifies checkpoints (give it to auditors)."""

@@ -63,6 +63,12 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+def include_name(name, type_, parent_names):
+    from console.models.audit_partitions import is_partition_name
+
+    return not (type_ == "table" and name and is_partition_name(name))
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -84,6 +90,8 @@ def run_migrations_online():
     conf_args = current_app.extensions['migrate'].configure_args
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    # The monthly partitions of audit_event (PostgreSQL) are not models of their own.
+    conf_args.setdefault("include_name", include_name)
 
     connectable = get_engine()
 

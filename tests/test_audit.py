@@ -221,3 +221,23 @@ def test_concurrent_appends_keep_one_gapless_chain(app, backend):
     assert seqs == list(range(1, threads_n * per_thread + 1))
     report = audit.verify_chain(db.session)
     assert report.intact and report.count == 1600
+
+
+@pytest.mark.postgres_only
+def test_audit_table_is_partitioned_by_month_and_each_partition_refuses_truncate(app, backend, runner):
+    from console.models.audit_partitions import is_partitioned, partition_name
+    from console.timeutil import utcnow
+
+    _write(3)
+    connection = db.session.connection()
+    assert is_partitioned(connection)
+    month = partition_name(utcnow().date().replace(day=1))
+    assert db.session.execute(text(f"SELECT count(*) FROM {month}")).scalar() == 3
+    db.session.commit()
+    with pytest.raises(DatabaseError, match="append-only"):
+        db.session.execute(text(f"TRUNCATE {month}"))
+        db.session.commit()
+    db.session.rollback()
+    result = runner.invoke(args=["audit", "partitions", "--ahead", "24"])
+    assert result.exit_code == 0 and "partition" in result.output
+    assert audit.verify_chain(db.session).intact

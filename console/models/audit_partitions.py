@@ -1,0 +1,68 @@
+"""Monthly partitions of the audit table on PostgreSQL (SQLite keeps one table).
+
+``audit_event`` is partitioned by range of ``occurred_at`` (UTC months), its primary key is
+(seq, occurred_at), and a DEFAULT partition catches anything outside the prepared months.
+Partitions are created ahead by the migration and by ``flask audit partitions`` (run it monthly
+from cron). Each partition carries the TRUNCATE guard itself, since statement triggers on the
+parent do not cover a TRUNCATE aimed at one partition.
+"""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import text
+
+PARTITION_PREFIX = "audit_event_y"
+DEFAULT_PARTITION = "audit_event_default"
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def partition_name(month: date) -> str:
+    return f"{PARTITION_PREFIX}{month.year}m{month.month:02d}"
+
+
+def is_partition_name(name: str) -> bool:
+    return name.startswith(PARTITION_PREFIX) or name == DEFAULT_PARTITION
+
+
+def _truncate_guard(conn, table: str) -> None:
+    exists = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :n AND tgrelid = CAST(:t AS regclass)"),
+                          {"n": f"{table}_no_truncate", "t": table}).first()
+    if not exists:
+        conn.execute(text(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                          "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"))
+
+
+def ensure_partitions(conn, *, today: date, back: int = 1, ahead: int = 12) -> list[str]:
+    """Create the monthly partitions from ``back`` months ago to ``ahead`` months on; returns new ones."""
+    created = []
+    first = add_months(month_start(today), -back)
+    for i in range(back + ahead + 1):
+        start = add_months(first, i)
+        name = partition_name(start)
+        exists = conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
+        if exists:
+            continue
+        conn.execute(text(
+            f"CREATE TABLE {name} PARTITION OF audit_event "
+            f"FOR VALUES FROM ('{start.isoformat()}') TO ('{add_months(start, 1).isoformat()}')"))
+        _truncate_guard(conn, name)
+        created.append(name)
+    if not conn.execute(text("SELECT to_regclass(:n)"), {"n": DEFAULT_PARTITION}).scalar():
+        conn.execute(text(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF audit_event DEFAULT"))
+        _truncate_guard(conn, DEFAULT_PARTITION)
+        created.append(DEFAULT_PARTITION)
+    return created
+
+
+def is_partitioned(conn) -> bool:
+    return bool(conn.execute(text(
+        "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('audit_event')")).first())
