@@ -15,12 +15,12 @@ from sqlalchemy import text
 FILL = """
 INSERT INTO audit_event (seq, occurred_at, actor_type, actor_id, actor_employee_no, actor_role, actor_branch,
                          channel, action, outcome, customer_ref, chain_version, prev_hash, hash)
-SELECT g, now() - ((:n - g) * interval '2 seconds'), 'staff', g % 500, 'T' || (1000 + g % 500),
+SELECT g, now() - ((CAST(:n AS bigint) - g) * interval '2 seconds'), 'staff', g % 500, 'T' || (1000 + g % 500),
        (array['teller','agent','supervisor'])[1 + g % 3], (array['BJ-001','SH-002','CC-95588'])[1 + g % 3],
        'counter', (array['wallet.unlock','customer.view','customer.search','wallet.reset_password','staff.signin'])[1 + g % 5],
        CASE WHEN g % 20 = 0 THEN 'denied' ELSE 'success' END, 'C' || lpad((g % 100000)::text, 9, '0'),
        1, repeat('0', 64), repeat('1', 64)
-FROM generate_series(:lo, :hi) g
+FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
 """
 
 
