@@ -12,7 +12,8 @@ from flask import current_app
 _VERSION = b"\x01"
 
 
-def _key(name: str) -> bytes:
+def key(name: str) -> bytes:
+    """The raw bytes of a configured 32-byte key."""
     value = current_app.config[name]
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
@@ -20,7 +21,7 @@ def _key(name: str) -> bytes:
 def encrypt(plaintext: str, *, context: str) -> bytes:
     """Encrypt a field; ``context`` (e.g. "staff.totp") is bound as associated data."""
     nonce = secrets.token_bytes(12)
-    sealed = AESGCM(_key("DATA_ENCRYPTION_KEY")).encrypt(nonce, plaintext.encode(), context.encode())
+    sealed = AESGCM(key("DATA_ENCRYPTION_KEY")).encrypt(nonce, plaintext.encode(), context.encode())
     return _VERSION + nonce + sealed
 
 
@@ -28,13 +29,13 @@ def decrypt(blob: bytes, *, context: str) -> str:
     if not blob or blob[:1] != _VERSION:
         raise ValueError("unknown ciphertext version")
     nonce, sealed = blob[1:13], blob[13:]
-    return AESGCM(_key("DATA_ENCRYPTION_KEY")).decrypt(nonce, sealed, context.encode()).decode()
+    return AESGCM(key("DATA_ENCRYPTION_KEY")).decrypt(nonce, sealed, context.encode()).decode()
 
 
 def blind_index(value: str, *, context: str) -> str:
     """Keyed digest for exact-match lookup of an encrypted field."""
     msg = context.encode() + b"\x00" + value.encode()
-    return hmac.new(_key("BLIND_INDEX_KEY"), msg, hashlib.sha256).hexdigest()
+    return hmac.new(key("BLIND_INDEX_KEY"), msg, hashlib.sha256).hexdigest()
 
 
 def token_digest(token: str) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -82,6 +83,19 @@ class Node:
             self.process.kill()
         self.log.close()
         os.unlink(self.log.name)
+
+
+@contextlib.contextmanager
+def running_nodes(env: dict, count: int = 2):
+    """``count`` gunicorn nodes with ``env``, ready to serve; stopped afterwards."""
+    nodes = [Node(env) for _ in range(count)]
+    try:
+        for node in nodes:
+            node.wait_ready()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 class Browser:

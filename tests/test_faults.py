@@ -17,7 +17,7 @@ from console.extensions import db
 from console.services import audit
 
 from .conftest import get_wallet, make_staff, make_wallet
-from .nodes import Browser, Node, node_env
+from .nodes import Browser, Node, node_env, running_nodes
 
 pytestmark = pytest.mark.postgres_only
 REDIS = "redis://127.0.0.1:6379/13"
@@ -40,15 +40,8 @@ def _restart_postgres() -> None:
 
 @pytest.fixture
 def nodes(app, backend, database_url):
-    env = node_env(database_url, REDIS)
-    started = [Node(env), Node(env)]
-    try:
-        for node in started:
-            node.wait_ready()
+    with running_nodes(node_env(database_url, REDIS)) as started:
         yield started
-    finally:
-        for node in started:
-            node.stop()
 
 
 def test_postgres_restart_during_load(app, nodes):

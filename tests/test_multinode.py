@@ -10,7 +10,7 @@ from console.models.customer import LoginAttempt
 from console.services import audit
 
 from .conftest import audit_events, get_wallet, make_staff, make_wallet
-from .nodes import Browser, Node, node_env
+from .nodes import Browser, node_env, running_nodes
 
 pytestmark = pytest.mark.postgres_only
 REDIS = "redis://127.0.0.1:6379/14"
@@ -19,15 +19,8 @@ WALLET_KEY = base64.urlsafe_b64encode(b"w" * 32).decode()  # as in the test conf
 
 @pytest.fixture
 def nodes(app, backend, database_url):
-    env = node_env(database_url, REDIS)
-    started = [Node(env), Node(env)]
-    try:
-        for node in started:
-            node.wait_ready()
+    with running_nodes(node_env(database_url, REDIS)) as started:
         yield started
-    finally:
-        for node in started:
-            node.stop()
 
 
 def _sign_in(browser, node, handle, code):

@@ -39,7 +39,7 @@ OUTCOMES = {"success": ("成功", "Succeeded"), "failed": ("未通过", "Failed"
 
 
 def check_code(receipt_no: str) -> str:
-    key = crypto._key("BLIND_INDEX_KEY")
+    key = crypto.key("BLIND_INDEX_KEY")
     return hmac.new(key, b"receipt-check\x00" + receipt_no.encode(), hashlib.sha256).hexdigest()[:16]
 
 
