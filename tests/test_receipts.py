@@ -15,7 +15,8 @@ from console.services import cases, operations, receipts, verification
 from console.adapters.registry import LocalRegistry
 from console.services.actor import Actor
 
-from .conftest import ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet, sign_in, sign_in_wallet, tamper
+from .conftest import (ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet, post_form, sign_in,
+                       sign_in_wallet, tamper)
 
 FONT_INSTALLED = any(__import__("os").path.exists(p) for p in CANDIDATES)
 
@@ -98,10 +99,12 @@ def test_check_page_refuses_without_the_code_and_notices_tampering(app, client):
 def test_reprints_are_marked_copies_and_audited(app, client):
     receipt, teller, _a = _closed_case()
     sign_in(client, teller)
-    first = client.get(f"/desk/receipts/{receipt.receipt_no}.pdf")
+    page = f"/desk/cases/{receipt.case.case_no}"
+    assert client.get(f"/desk/receipts/{receipt.receipt_no}.pdf").status_code == 405  # printing is a POST
+    first = post_form(client, f"/desk/receipts/{receipt.receipt_no}.pdf", {}, token_from=page)
     assert first.status_code == 200 and first.mimetype == "application/pdf"
     assert hashlib.sha256(first.data).hexdigest() == receipt.pdf_sha256
-    second = client.get(f"/desk/receipts/{receipt.receipt_no}.pdf")
+    second = post_form(client, f"/desk/receipts/{receipt.receipt_no}.pdf", {}, token_from=page)
     copy_text = PdfReader(io.BytesIO(second.data)).pages[0].extract_text()
     assert "副本" in copy_text and "COPY" in copy_text
     assert [e.action for e in audit_events() if e.action.startswith("receipt.") and e.action != "receipt.issue"] == [
@@ -112,6 +115,7 @@ def test_other_branch_cannot_print(app, client):
     receipt, _t, _a = _closed_case()
     other = make_staff("teller", branch_code="SH-002")
     sign_in(client, other)
-    assert client.get(f"/desk/receipts/{receipt.receipt_no}.pdf").status_code == 404
+    response = post_form(client, f"/desk/receipts/{receipt.receipt_no}.pdf", {}, token_from="/desk/")
+    assert response.status_code == 404
     assert audit_events("receipt.view")[-1].outcome == "denied"
     assert db.session.get(Receipt, receipt.id).prints == 0

@@ -360,8 +360,11 @@ def close_case(case_no):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/receipts/<receipt_no>.pdf", methods=["GET"])
+@bp.route("/receipts/<receipt_no>.pdf", methods=["POST"])
 def receipt_pdf(receipt_no):
+    """Printing changes state (the first print is the original, later ones copies): a POST."""
+    if not FlaskForm().validate_on_submit():
+        abort(400)
     actor = desk_actor()
     receipt, _exc = run(receipts.get_receipt, db.session, actor, receipt_no)
     result, exc = run(receipts.print_receipt, db.session, actor, receipt)
