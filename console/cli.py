@@ -276,10 +276,7 @@ def deliver_notifications(loop: bool, interval: float, batch: int) -> None:
 def verify() -> None:
     """Walk the chain; exit 0 when intact, 1 with the first broken sequence number otherwise."""
     report = audit.verify_chain(db.session)
-    audit.record(db.session, Actor.operator(), "audit.verify",
-                 outcome="success" if report.intact else "failed",
-                 details={"intact": report.intact, "events": report.count,
-                          "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+    audit.record_verification(db.session, Actor.operator(), report)
     if report.intact:
         db.session.commit()
         click.echo(f"intact: {report.count} events, head {report.head_seq} {report.head_hash}, "

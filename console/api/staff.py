@@ -47,8 +47,8 @@ def _authenticate():
 
 def actor() -> Actor:
     staff = g.api_staff
-    channel = "phone" if staff.branch.kind == "call_centre" else "counter"
-    return Actor.for_staff(staff, source_ip=request.remote_addr, session_id=g.api_session.public_id, channel=channel)
+    return Actor.for_staff(staff, source_ip=request.remote_addr, session_id=g.api_session.public_id,
+                           channel=Actor.service_channel(staff))
 
 
 def call(fn, *args, **kwargs):

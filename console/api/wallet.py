@@ -83,7 +83,7 @@ def _outcome_json(outcome: wallet_signin.SignInOutcome) -> dict:
     return body
 
 
-def _authenticated(data: dict, password_field: str, purpose: str):
+def _authenticated(data: dict, password_field: str):
     errors: dict = {}
     wallet_no, client_ip, device_id = _common_fields(data, errors)
     password = field(data, password_field, max_length=128, errors=errors)
@@ -103,7 +103,7 @@ def _require_auth(wallet_no, password, client_ip, device_id, purpose):
 
 @bp.post("/sign-in")
 def sign_in():
-    wallet_no, client_ip, device_id, password, errors = _authenticated(json_body(), "password", "sign_in")
+    wallet_no, client_ip, device_id, password, errors = _authenticated(json_body(), "password")
     raise_if(errors)
     outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
                                          source_ip=client_ip, device_id=device_id)
@@ -113,7 +113,7 @@ def sign_in():
 @bp.post("/change-password")
 def change_password():
     data = json_body()
-    wallet_no, client_ip, device_id, current, errors = _authenticated(data, "current_password", "change_password")
+    wallet_no, client_ip, device_id, current, errors = _authenticated(data, "current_password")
     new_password = field(data, "new_password", max_length=128, errors=errors)
     raise_if(errors)
     outcome = _require_auth(wallet_no, current, client_ip, device_id, "change_password")
@@ -139,7 +139,7 @@ def question_catalogue():
 @bp.put("/security-questions")
 def set_security_questions():
     data = json_body()
-    wallet_no, client_ip, device_id, password, errors = _authenticated(data, "password", "set_questions")
+    wallet_no, client_ip, device_id, password, errors = _authenticated(data, "password")
     questions = field(data, "questions", kind=list, errors=errors)
     answers = []
     if questions is not None:

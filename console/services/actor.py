@@ -21,6 +21,11 @@ class Actor:
     def is_authenticated(self) -> bool:
         return self.kind in ("staff", "operator")
 
+    @staticmethod
+    def service_channel(staff) -> str:
+        """Call-centre staff serve by phone; everyone else at the counter."""
+        return "phone" if staff.branch and staff.branch.kind == "call_centre" else "counter"
+
     @classmethod
     def for_staff(cls, staff, *, source_ip=None, session_id=None, channel="console") -> Actor:
         return cls(

@@ -183,6 +183,13 @@ def _rows(session: Session, batch: int = 2000) -> Iterable[dict]:
         last = chunk[-1]["seq"]
 
 
+def record_verification(session: Session, actor: Actor, report: ChainReport) -> dict:
+    """The audit event of a chain verification (the CLI and the auditor's page both write it)."""
+    return record(session, actor, "audit.verify", outcome="success" if report.intact else "failed",
+                  details={"intact": report.intact, "events": report.count,
+                           "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+
+
 def verify_chain(session: Session, *, public_key=None) -> ChainReport:
     """Walk the chain; report the first sequence number changed, removed, reordered or cut off.
 

@@ -11,7 +11,7 @@ from ..identity import (document_problem, mask_id_number, mask_mobile, mobile_pr
                         normalise_mobile)
 from ..models.customer import Customer, Wallet
 from ..models.service import Approval, Case, CaseNote, Receipt
-from ..permissions import CUSTOMER_VIEW, PII_REVEAL, can
+from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, PII_REVEAL, can
 from ..timeutil import utcnow
 from . import audit, customers, notifications
 from .actor import Actor
@@ -146,7 +146,7 @@ def case_events(session: Session, case: Case):
 def close_case(session: Session, actor: Actor, case: Case) -> Receipt:
     """Close the case and issue its receipt record: each operation with time, outcome, audit seq."""
     _require_open(case, "case.close")
-    if case.staff_id != actor.staff_id and not can(actor, "approval.decide"):
+    if case.staff_id != actor.staff_id and not can(actor, APPROVAL_DECIDE):
         raise refusal("case.close", "not_case_owner", case_ref=case.case_no)
     pending = session.scalar(select(Approval.id).where(Approval.case_id == case.id, Approval.status == "pending"))
     operations = [

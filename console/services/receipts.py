@@ -16,7 +16,7 @@ from ..identity import mask_name
 from ..models.audit import AuditEvent
 from ..models.service import Receipt
 from ..pdf.receipt import build_receipt_pdf
-from ..permissions import AUDIT_READ_ALL, can
+from ..permissions import AUDIT_READ_ALL, CUSTOMER_VIEW, can
 from . import audit
 from .actor import Actor
 from .cases import refusal
@@ -109,7 +109,7 @@ def get_receipt(session: Session, actor: Actor, receipt_no: str) -> Receipt:
 
 def print_receipt(session: Session, actor: Actor, receipt: Receipt) -> tuple[bytes, bool]:
     """The first print is the original; every later one is marked as a copy. Both are audited."""
-    if not can(actor, "customer.view") and not can(actor, AUDIT_READ_ALL):
+    if not can(actor, CUSTOMER_VIEW) and not can(actor, AUDIT_READ_ALL):
         raise refusal("receipt.print", "not_permitted", receipt_no=receipt.receipt_no)
     copy = (receipt.prints or 0) > 0
     pdf = render(receipt, copy=copy)

@@ -129,10 +129,7 @@ def chain():
     report = None
     if form.validate_on_submit():
         report = audit.verify_chain(db.session)
-        audit.record(db.session, current_actor(), "audit.verify",
-                     outcome="success" if report.intact else "failed",
-                     details={"intact": report.intact, "events": report.count,
-                              "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+        audit.record_verification(db.session, current_actor(), report)
         db.session.commit()
         if report.intact:
             flash(_("The audit chain is intact: %(n)s events verified.", n=report.count), "success")

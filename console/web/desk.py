@@ -36,9 +36,8 @@ guard_blueprint(bp, CUSTOMER_VIEW)
 
 def desk_actor() -> Actor:
     row = g.get("staff_session")
-    channel = "phone" if current_user.branch.kind == "call_centre" else "counter"
     return Actor.for_staff(current_user, source_ip=client_ip(), session_id=row.public_id if row else None,
-                           channel=channel)
+                           channel=Actor.service_channel(current_user))
 
 
 def _message(exc: DomainError) -> str:
@@ -65,7 +64,7 @@ def run(fn, *args, **kwargs):
 
 
 def _case(case_no: str) -> Case:
-    found, exc = run(cases.get_case, db.session, desk_actor(), case_no)
+    found, _exc = run(cases.get_case, db.session, desk_actor(), case_no)
     return found
 
 
