@@ -47,6 +47,10 @@ class BaseConfig:
     WALLET_LOCK_WINDOW_HOURS = 24
     # How long an attempt waits for in-flight attempts when every slot is claimed.
     WALLET_CLAIM_WAIT_SECONDS = 3
+    # A claimed password check that is not settled (or renewed by its owner) within this time is
+    # taken as abandoned (its worker died or lost its connection) and reclaimed by the next attempt.
+    # Well past the longest check (argon2id takes ~0.1 s of CPU).
+    WALLET_CLAIM_TTL_SECONDS = 5
     # Risk monitor: this many failures from this many source addresses within the window freeze.
     RISK_FREEZE_MIN_FAILURES = 20
     RISK_FREEZE_MIN_SOURCES = 5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import (Boolean, Date, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String,
+from sqlalchemy import (BigInteger, Boolean, Date, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String,
                         Text, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -56,8 +56,11 @@ class Wallet(db.Model):
     temp_password_hash: Mapped[str | None] = mapped_column(String(255))
     temp_password_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    # Failure lock: consecutive failures (claimed before each check), and the lock itself.
+    # Failure lock: consecutive failed checks since the last success or unlock (settled in claim
+    # order), the order numbers of the claims handed out and settled, and the lock itself.
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     lock_kind: Mapped[str | None] = mapped_column(String(16))  # temporary, until_unlock
     lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -143,7 +146,12 @@ class WalletLock(db.Model):
 
 
 class LoginAttempt(db.Model):
-    """Operational log of wallet sign-ins (too many rows for the audit chain)."""
+    """Operational log of wallet sign-ins (too many rows for the audit chain).
+
+    A password check is claimed as a row with ``result = "pending"``, a per-wallet order number
+    ``seq``, its owner and an expiry; it is settled in ``seq`` order (``settled_at``) with its
+    result, or ``abandoned`` when its owner died. Refusals without a check have no ``seq``.
+    """
 
     __tablename__ = "login_attempt"
 
@@ -155,8 +163,13 @@ class LoginAttempt(db.Model):
     purpose: Mapped[str] = mapped_column(String(16), default="sign_in")
     result: Mapped[str] = mapped_column(String(24))
     password_checked: Mapped[bool] = mapped_column(Boolean, default=False)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    claim_owner: Mapped[str | None] = mapped_column(String(64))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_login_attempt_wallet_at", "wallet_id", "at"),)
+    __table_args__ = (Index("ix_login_attempt_wallet_at", "wallet_id", "at"),
+                      Index("uq_login_attempt_wallet_seq", "wallet_id", "seq", unique=True))
 
 
 class RiskAlert(db.Model):

@@ -1,26 +1,49 @@
 """The wallet sign-in lockout engine (DESIGN.md section 3).
 
-Reserve, then verify: an attempt first claims a slot with one conditional UPDATE
-(``failed_count = failed_count + 1 WHERE failed_count < limit AND not locked``) and commits
-it, so every other attempt sees the claim; only then is the password checked. Under any
-number of concurrent wrong attempts exactly ``limit`` passwords are checked before the
-lock and none after it. A success resets the count; a locked or frozen wallet is refused
-without a check.
+Claim, check, settle in order. Every password check is first *claimed*: one conditional
+UPDATE hands out the wallet's next order number (``attempt_seq``) only while
 
-This is the one service that commits between its steps, through the ``commit`` callable
-its caller passes: the claim must be visible to other attempts before the slow check.
+    failed_count + (attempt_seq - settled_seq) < limit      and the wallet is neither locked nor frozen,
+
+and the same transaction inserts the attempt's ``login_attempt`` row as ``pending`` with that
+number, its owner and an expiry. The claim is committed before the slow check, so every other
+attempt sees it. Checks then run in parallel, but their results are *settled* one at a time in
+claim order (``settled_seq`` advances by exactly one per attempt): a settlement applies only
+when every earlier claim has been settled. So the answers of any burst are those of running its
+attempts one after another in ``seq`` order, which ``login_attempt.seq`` records:
+
+- a success resets ``failed_count`` and is answered "ok" only if no lock or freeze precedes it;
+- a failure adds one, and the ``limit``-th failure since the last success (or staff unlock)
+  locks the wallet, escalating within the window;
+- pending claims count as failures for admission, so never more than ``limit`` wrong
+  passwords are checked between a success and the lock, at any concurrency, on any number of
+  nodes, and none after it.
+
+A claim cannot outlive its attempt: its owner renews the expiry while it waits to settle; a
+claim past its expiry (the worker died or its connection dropped) is settled as ``abandoned``
+by whoever needs the slot or the turn, which counts neither as a failure nor as a success
+(the client got no answer) and is audited. Staff can do the same from the desk. "busy" is
+answered only after waiting for live claims, with the seconds to wait before retrying.
+
+This is the one service that commits between its steps, through the ``commit`` callable its
+caller passes: the claim must be visible to other attempts before the slow check.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
+import socket
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
+from .. import faults
 from ..models.customer import LoginAttempt, RiskAlert, Wallet, WalletLock
 from ..passwords import verify_password
 from ..timeutil import utcnow
@@ -29,6 +52,8 @@ from .actor import Actor
 from .errors import NotFound
 
 FAILURE_RESULTS = ("invalid_credentials", "locked")
+SUCCESS_RESULTS = ("ok", "must_change_password", "password_expired")
+POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -40,11 +65,12 @@ class SignInOutcome:
     lock_reason: str | None = None
     used_temporary: bool = False
     password_checked: bool = False
-    extra: dict = field(default_factory=dict)
+    retry_after: int | None = None  # seconds, with "busy"
+    seq: int | None = None  # the attempt's place in the wallet's order of checks
 
     @property
     def authenticated(self) -> bool:
-        return self.result in ("ok", "must_change_password", "password_expired")
+        return self.result in SUCCESS_RESULTS
 
 
 def find_wallet(session: Session, wallet_no: str) -> Wallet:
@@ -84,26 +110,6 @@ def lapse_expired_lock(session: Session, wallet: Wallet) -> bool:
                  before={"wallet_no": wallet.wallet_no, "lock_kind": "temporary", "until": until.isoformat()},
                  after={"wallet_no": wallet.wallet_no, "lock_kind": None})
     return True
-
-
-def _claim(session: Session, wallet: Wallet) -> int | None:
-    limit = current_app.config["WALLET_LOCKOUT_THRESHOLD"]
-    row = session.execute(
-        update(Wallet)
-        .where(Wallet.id == wallet.id, Wallet.failed_count < limit, Wallet.lock_kind.is_(None),
-               Wallet.frozen_at.is_(None), Wallet.status == "active")
-        .values(failed_count=Wallet.failed_count + 1)
-        .returning(Wallet.failed_count)
-        .execution_options(synchronize_session=False)
-    ).first()
-    return row[0] if row else None
-
-
-def _log_attempt(session, wallet, result, *, source_ip, device_id, purpose, checked) -> None:
-    session.add(LoginAttempt(wallet_id=wallet.id, at=utcnow(), source_ip=(source_ip or "")[:64] or None,
-                             device_id=(device_id or "")[:64] or None, purpose=purpose, result=result,
-                             password_checked=checked))
-    session.flush()
 
 
 def _refused(session, wallet, *, source_ip, device_id, purpose) -> SignInOutcome:
@@ -185,67 +191,274 @@ def evaluate_risk(session: Session, wallet: Wallet) -> bool:
     return True
 
 
-def authenticate(session: Session, wallet_no: str, password: str, *, commit, source_ip: str | None,
-                 device_id: str | None = None, purpose: str = "sign_in") -> SignInOutcome:
-    """One wallet sign-in (or the password check before a credential change).
+def _log_attempt(session, wallet, result, *, source_ip, device_id, purpose, checked) -> None:
+    """An attempt refused without a claim (locked, frozen, busy): it has no place in the order."""
+    now = utcnow()
+    session.add(LoginAttempt(wallet_id=wallet.id, at=now, source_ip=(source_ip or "")[:64] or None,
+                             device_id=(device_id or "")[:64] or None, purpose=purpose, result=result,
+                             password_checked=checked, settled_at=now))
+    session.flush()
 
-    ``commit`` is called after the claim and after the outcome; it must commit ``session``.
-    """
+
+def claim_owner() -> str:
+    """Who holds a claim: host, process and thread, for staff looking at a stuck attempt."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{threading.get_ident() % 100000}"
+
+
+@dataclass
+class Claim:
+    """A claimed place in the order, with what the check needs (read in the claim's transaction,
+    so no transaction stays open during the slow check)."""
+
+    attempt_id: int
+    seq: int
+    wallet_id: int
+    password_hash: str
+    temp_password_hash: str | None
+    temp_password_expires_at: datetime | None
+    must_change_password: bool
+    password_expires_at: datetime | None
+
+
+def _claim(session: Session, wallet: Wallet, *, source_ip, device_id, purpose) -> Claim | None:
+    """Take the wallet's next place in the order, if a slot is free. Not committed here."""
     config = current_app.config
-    wallet = find_wallet(session, wallet_no)
-    deadline = time.monotonic() + config["WALLET_CLAIM_WAIT_SECONDS"]
+    limit = config["WALLET_LOCKOUT_THRESHOLD"]
+    row = session.execute(
+        update(Wallet)
+        .where(Wallet.id == wallet.id,
+               Wallet.failed_count + (Wallet.attempt_seq - Wallet.settled_seq) < limit,
+               Wallet.lock_kind.is_(None), Wallet.frozen_at.is_(None), Wallet.status == "active")
+        .values(attempt_seq=Wallet.attempt_seq + 1)
+        .returning(Wallet.attempt_seq)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    now = utcnow()
+    attempt = LoginAttempt(wallet_id=wallet.id, at=now, source_ip=(source_ip or "")[:64] or None,
+                           device_id=(device_id or "")[:64] or None, purpose=purpose, result="pending",
+                           password_checked=False, seq=row[0], claim_owner=claim_owner(),
+                           claim_expires_at=now + _ttl())
+    session.add(attempt)
+    session.flush()
+    session.refresh(wallet)
+    return Claim(attempt.id, row[0], wallet.id, wallet.password_hash, wallet.temp_password_hash,
+                 wallet.temp_password_expires_at, bool(wallet.must_change_password), wallet.password_expires_at)
+
+
+def _ttl() -> timedelta:
+    return timedelta(seconds=current_app.config["WALLET_CLAIM_TTL_SECONDS"])
+
+
+def pending_claims(session: Session, wallet: Wallet) -> list[LoginAttempt]:
+    """The claims not yet settled, oldest first (the desk shows them)."""
+    return session.scalars(
+        select(LoginAttempt).where(LoginAttempt.wallet_id == wallet.id, LoginAttempt.result == "pending")
+        .order_by(LoginAttempt.seq)
+    ).all()
+
+
+def abandon_expired_head(session: Session, wallet_id: int, *, actor: Actor | None = None) -> bool:
+    """Settle the oldest unsettled claim as abandoned if its owner let it expire. Not committed.
+
+    Only the head of the order can be settled, so abandoning keeps the order intact; call it
+    again for the next one. ``actor`` is the staff member clearing it from the desk, else the system.
+    """
+    now = utcnow()
+    settled_seq = session.scalar(select(Wallet.settled_seq).where(Wallet.id == wallet_id))
+    head = session.scalar(select(LoginAttempt).where(LoginAttempt.wallet_id == wallet_id,
+                                                     LoginAttempt.seq == settled_seq + 1))
+    if head is None or head.result != "pending" or head.claim_expires_at > now:
+        return False
+    moved = session.execute(
+        update(Wallet).where(Wallet.id == wallet_id, Wallet.settled_seq == head.seq - 1)
+        .values(settled_seq=head.seq).execution_options(synchronize_session=False)
+    ).rowcount
+    if moved != 1:
+        return False
+    session.execute(update(LoginAttempt).where(LoginAttempt.id == head.id, LoginAttempt.result == "pending")
+                    .values(result="abandoned", settled_at=now).execution_options(synchronize_session=False))
+    wallet = session.get(Wallet, wallet_id)
+    audit.record(session, actor or Actor.system("wallet"), "wallet.attempt_abandoned",
+                 reason_code="claim_expired", customer_ref=wallet.customer.customer_no,
+                 details={"wallet_no": wallet.wallet_no, "seq": head.seq, "owner": head.claim_owner,
+                          "claimed_at": head.at.isoformat(), "expired_at": head.claim_expires_at.isoformat()})
+    return True
+
+
+def clear_abandoned(session: Session, actor: Actor, wallet: Wallet) -> int:
+    """Staff clear a wallet's expired claims at once (audited with the staff member as actor)."""
+    cleared = 0
+    while abandon_expired_head(session, wallet.id, actor=actor):
+        cleared += 1
+    session.refresh(wallet)
+    return cleared
+
+
+def _retry_after(session: Session, wallet: Wallet) -> int:
+    """Seconds until the oldest live claim ends or expires: by then a slot is free or reclaimable."""
+    soonest = session.scalar(select(func.min(LoginAttempt.claim_expires_at)).where(
+        LoginAttempt.wallet_id == wallet.id, LoginAttempt.result == "pending"))
+    if soonest is None:
+        return 1
+    return max(1, math.ceil((soonest - utcnow()).total_seconds()))
+
+
+def _renew(session: Session, claim: Claim) -> None:
+    session.execute(update(LoginAttempt).where(LoginAttempt.id == claim.attempt_id, LoginAttempt.result == "pending")
+                    .values(claim_expires_at=utcnow() + _ttl()).execution_options(synchronize_session=False))
+
+
+def _settle(session: Session, claim: Claim, ok: bool, result_if_ok: str) -> str:
+    """Apply a checked attempt at its place in the order. Not committed.
+
+    Returns the attempt's result, ``"wait"`` while an earlier claim is unsettled, or
+    ``"abandoned"`` if this claim was given up as expired before it could settle.
+    """
+    blocked = (Wallet.lock_kind.is_not(None)) | (Wallet.frozen_at.is_not(None))
+    row = session.execute(
+        update(Wallet).where(Wallet.id == claim.wallet_id, Wallet.settled_seq == claim.seq - 1)
+        .values(settled_seq=claim.seq,
+                failed_count=Wallet.failed_count + 1 if not ok
+                else case((blocked, Wallet.failed_count), else_=0))
+        .returning(Wallet.failed_count, Wallet.lock_kind, Wallet.frozen_at)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        settled_seq = session.scalar(select(Wallet.settled_seq).where(Wallet.id == claim.wallet_id))
+        return "abandoned" if settled_seq >= claim.seq else "wait"
+    failed_count, lock_kind, frozen_at = row
+    if not ok:
+        result = "invalid_credentials"
+    elif frozen_at is not None:
+        result = "frozen"  # a freeze precedes this success in the order
+    elif lock_kind is not None:
+        result = "locked"
+    else:
+        result = result_if_ok
+    session.execute(update(LoginAttempt).where(LoginAttempt.id == claim.attempt_id)
+                    .values(result=result, password_checked=True, settled_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    return result
+
+
+def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, purpose,
+           finalize) -> Claim | SignInOutcome:
+    """Claim a slot (committed), or answer at once: locked, frozen, or busy after a bounded wait."""
+    deadline = time.monotonic() + current_app.config["WALLET_CLAIM_WAIT_SECONDS"]
     while True:
         if lapse_expired_lock(session, wallet):
             commit()
         if wallet.frozen_at or wallet.lock_kind:
             outcome = _refused(session, wallet, source_ip=source_ip, device_id=device_id, purpose=purpose)
-            commit()
+            _finish(finalize, outcome, commit)
             return outcome
-        claimed = _claim(session, wallet)
-        commit()  # the claim is visible to every other attempt before the check
-        if claimed is not None:
-            break
-        # Every slot is claimed by attempts still being checked: wait for them to settle.
+        claim = _claim(session, wallet, source_ip=source_ip, device_id=device_id, purpose=purpose)
+        if claim is not None:
+            commit()  # the claim is visible to every other attempt before the check
+            faults.point("signin.claimed")
+            return claim
+        if abandon_expired_head(session, wallet.id):
+            commit()
+            session.refresh(wallet)
+            continue
         if time.monotonic() > deadline:
+            retry = _retry_after(session, wallet)
             _log_attempt(session, wallet, "busy", source_ip=source_ip, device_id=device_id, purpose=purpose,
                          checked=False)
-            commit()
-            return SignInOutcome("busy", wallet)
-        time.sleep(0.02)
+            outcome = SignInOutcome("busy", wallet, retry_after=retry)
+            _finish(finalize, outcome, commit)
+            return outcome
+        commit()  # end the read (on SQLite it holds the write lock) before waiting
+        time.sleep(POLL_SECONDS)
         session.refresh(wallet)
+
+
+def _finish(finalize, outcome: SignInOutcome, commit) -> None:
+    if finalize is not None:
+        finalize(outcome)
+    commit()
+
+
+def authenticate(session: Session, wallet_no: str, password: str, *, commit, source_ip: str | None,
+                 device_id: str | None = None, purpose: str = "sign_in", finalize=None) -> SignInOutcome:
+    """One wallet sign-in (or the password check before a credential change).
+
+    ``commit`` must commit ``session``; it is called after the claim, while waiting for the
+    turn to settle, and after the outcome. ``finalize(outcome)``, if given, runs inside the
+    transaction of the final commit (so a caller can store its answer atomically with it).
+    """
+    config = current_app.config
+    wallet = find_wallet(session, wallet_no)
+    admitted = _admit(session, wallet, commit=commit, source_ip=source_ip, device_id=device_id,
+                      purpose=purpose, finalize=finalize)
+    if isinstance(admitted, SignInOutcome):
+        return admitted
+    claim = admitted
 
     now = utcnow()
     used_temporary = False
-    ok = verify_password(wallet.password_hash, password)
-    if not ok and wallet.temp_password_hash and wallet.temp_password_expires_at and wallet.temp_password_expires_at > now:
-        ok = used_temporary = verify_password(wallet.temp_password_hash, password)
-    if ok:
-        session.execute(update(Wallet).where(Wallet.id == wallet.id).values(failed_count=0)
-                        .execution_options(synchronize_session=False))
-        session.refresh(wallet)
-        if used_temporary or wallet.must_change_password:
-            result = "must_change_password"
-        elif wallet.password_expires_at and wallet.password_expires_at <= now:
-            result = "password_expired"
-        else:
-            result = "ok"
-        _log_attempt(session, wallet, result, source_ip=source_ip, device_id=device_id, purpose=purpose, checked=True)
-        commit()
-        return SignInOutcome(result, wallet, used_temporary=used_temporary, password_checked=True)
+    ok = verify_password(claim.password_hash, password)
+    if not ok and claim.temp_password_hash and claim.temp_password_expires_at and claim.temp_password_expires_at > now:
+        ok = used_temporary = verify_password(claim.temp_password_hash, password)
+    if used_temporary or claim.must_change_password:
+        result_if_ok = "must_change_password"
+    elif claim.password_expires_at and claim.password_expires_at <= now:
+        result_if_ok = "password_expired"
+    else:
+        result_if_ok = "ok"
+    faults.point("signin.checked")
 
+    give_up = time.monotonic() + 3 * config["WALLET_CLAIM_TTL_SECONDS"] + config["WALLET_CLAIM_WAIT_SECONDS"]
+    while True:
+        result = _settle(session, claim, ok, result_if_ok)
+        if result != "wait":
+            break
+        # An earlier claim is still being checked (or its owner died): keep ours alive, reclaim theirs.
+        _renew(session, claim)
+        abandon_expired_head(session, claim.wallet_id)
+        commit()
+        if time.monotonic() > give_up:
+            # Ours stays pending and expires like any other; the client may retry.
+            outcome = SignInOutcome("busy", wallet, retry_after=config["WALLET_CLAIM_TTL_SECONDS"], seq=claim.seq)
+            _finish(finalize, outcome, commit)
+            return outcome
+        time.sleep(POLL_SECONDS)
+    faults.point("signin.settling")
+    if result == "abandoned":
+        # Too slow: our claim was given up as expired and settled without us. No answer about the password.
+        outcome = SignInOutcome("busy", wallet, retry_after=1, seq=claim.seq)
+        _finish(finalize, outcome, commit)
+        return outcome
+
+    session.refresh(wallet)
     limit = config["WALLET_LOCKOUT_THRESHOLD"]
-    _log_attempt(session, wallet, "invalid_credentials", source_ip=source_ip, device_id=device_id,
-                 purpose=purpose, checked=True)
-    if claimed >= limit:
-        _lock(session, wallet, claimed)
-    evaluate_risk(session, wallet)
-    commit()
-    if wallet.frozen_at:
-        return SignInOutcome("frozen", wallet, lock_reason=lock_reason(wallet), password_checked=True)
-    if wallet.lock_kind:
-        return SignInOutcome("locked", wallet, locked_until=wallet.lock_until, lock_reason=lock_reason(wallet),
-                             password_checked=True)
-    return SignInOutcome("invalid_credentials", wallet, remaining=max(limit - claimed, 0), password_checked=True)
+    failures = wallet.failed_count
+    if result == "invalid_credentials":
+        if failures >= limit:
+            _lock(session, wallet, failures)
+        if evaluate_risk(session, wallet) or wallet.frozen_at:
+            outcome = SignInOutcome("frozen", wallet, lock_reason=lock_reason(wallet), password_checked=True)
+        elif wallet.lock_kind:
+            outcome = SignInOutcome("locked", wallet, locked_until=wallet.lock_until, lock_reason=lock_reason(wallet),
+                                    password_checked=True)
+        else:
+            outcome = SignInOutcome("invalid_credentials", wallet, remaining=max(limit - failures, 0),
+                                    password_checked=True)
+    elif result in ("locked", "frozen"):
+        outcome = SignInOutcome(result, wallet, locked_until=wallet.lock_until, lock_reason=lock_reason(wallet),
+                                password_checked=True)
+    else:
+        outcome = SignInOutcome(result, wallet, used_temporary=used_temporary, password_checked=True)
+    outcome.seq = claim.seq
+    if outcome.result != result:
+        session.execute(update(LoginAttempt).where(LoginAttempt.id == claim.attempt_id)
+                        .values(result=outcome.result).execution_options(synchronize_session=False))
+    faults.point("signin.settled")
+    _finish(finalize, outcome, commit)
+    faults.point("signin.committed")
+    return outcome
 
 
 def recent_failures(session: Session, wallet: Wallet, *, since: datetime, limit: int = 20) -> list[LoginAttempt]:

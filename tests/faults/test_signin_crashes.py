@@ -1,0 +1,147 @@
+"""No wallet stays unusable after a crash or a dropped connection at any point of a sign-in.
+
+Each scenario first counts the statements of an undisturbed sign-in, then for every n kills
+the attempt just before its n-th statement (so between every pair of statements, commits
+included), lets the claim's expiry pass, and checks that the wallet works again, that state,
+attempt log and audit trail agree, and that the chain is intact.
+"""
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from console import faults, timeutil
+from console.extensions import db
+from console.models.customer import LoginAttempt, Wallet, WalletLock
+from console.services import audit, wallet_signin
+
+from ..conftest import PG_URL, WALLET_PASSWORD, audit_events, get_wallet, make_wallet, sign_in_wallet
+from .crash import Crash, crash_before_statement, statements_counted
+
+SCENARIOS = {
+    # name: (failures before, password tried)
+    "right_password": (0, WALLET_PASSWORD),
+    "wrong_password": (0, "wrong-password-1"),
+    "fifth_wrong_password_locks": (4, "wrong-password-1"),
+}
+
+
+class Clock:
+    """Moves the application clock forward past a claim's expiry instead of sleeping."""
+
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    def pass_claim_expiry(self, app):
+        self.offset += timedelta(seconds=app.config["WALLET_CLAIM_TTL_SECONDS"] + 1)
+        timeutil.set_offset(self.offset)
+
+
+def _prepare(wallet_no: str, failures: int) -> None:
+    """Bring the wallet to a known state: no lock, ``failures`` settled failures."""
+    db.session.execute(update(Wallet).where(Wallet.wallet_no == wallet_no)
+                       .values(lock_kind=None, lock_until=None, locked_at=None, failed_count=0))
+    db.session.execute(update(WalletLock).values(ended_at=timeutil.utcnow(), ended_by="test"))
+    db.session.execute(WalletLock.__table__.delete())
+    db.session.commit()
+    for _ in range(failures):
+        assert sign_in_wallet(wallet_no, "wrong-password-0").result == "invalid_credentials"
+
+
+def _attempt(wallet_no, password):
+    return wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                      source_ip="198.51.100.7")
+
+
+def _check_recovered(wallet_no: str, clock: Clock, app) -> str:
+    """After the crash: the wallet answers truthfully once the dead claim expires."""
+    db.session.remove()
+    wallet = get_wallet(wallet_no)
+    claims_before = wallet.attempt_seq - wallet.settled_seq
+    clock.pass_claim_expiry(app)
+    outcome = sign_in_wallet(wallet_no, WALLET_PASSWORD)
+    wallet = get_wallet(wallet_no)
+    # Never stuck: the right password either signs in, or meets a real, recorded lock.
+    if wallet.lock_kind:
+        assert outcome.result == "locked"
+        assert db.session.scalar(select(func.count()).select_from(WalletLock)) == 1
+        assert len(audit_events("wallet.locked")) >= 1
+    else:
+        assert outcome.result == "ok", outcome
+        assert wallet.failed_count == 0
+    # Every claim is settled, and each dead one is recorded as abandoned with its audit event.
+    assert wallet.attempt_seq == wallet.settled_seq
+    assert db.session.scalar(select(func.count()).select_from(LoginAttempt)
+                             .where(LoginAttempt.result == "pending")) == 0
+    abandoned = db.session.scalar(select(func.count()).select_from(LoginAttempt)
+                                  .where(LoginAttempt.result == "abandoned"))
+    assert abandoned == len(audit_events("wallet.attempt_abandoned"))
+    if claims_before:
+        assert abandoned >= 1
+    assert audit.verify_chain(db.session).intact
+    return outcome.result
+
+
+def _run(app, scenario: str, *, drop: bool):
+    failures, password = SCENARIOS[scenario]
+    clock = Clock()
+    wallet_no = make_wallet()
+    _prepare(wallet_no, failures)
+    with statements_counted(db.engine) as counted:
+        expected = _attempt(wallet_no, password)
+    total = counted["n"]
+    assert total > 5
+    _prepare(wallet_no, failures)
+    seen = set()
+    for n in range(1, total + 2):
+        db.session.commit()
+        raised = None
+        # Before each statement; then after the last commit, before the answer leaves.
+        fault = (crash_before_statement(db.engine, n, drop_connection_url=_admin_url(app) if drop else None)
+                 if n <= total else _crash_at_point("signin.committed"))
+        with fault as fired:
+            try:
+                _attempt(wallet_no, password)
+            except (Crash, DBAPIError) as exc:
+                raised = exc
+        assert fired["at"] is not None, f"statement {n} of {total} never ran"
+        assert raised is not None, f"the attempt survived a fault before statement {n}: {fired['at']}"
+        seen.add(_check_recovered(wallet_no, clock, app))
+        db.session.remove()
+        _prepare(wallet_no, failures)
+    # The undisturbed outcome was the expected one, and the faults hit both sides of the commit.
+    assert expected.result == {"right_password": "ok", "wrong_password": "invalid_credentials",
+                               "fifth_wrong_password_locks": "locked"}[scenario]
+    if scenario == "fifth_wrong_password_locks":
+        assert seen == {"ok", "locked"}
+
+
+@contextlib.contextmanager
+def _crash_at_point(name):
+    fired = {"at": None}
+
+    def hook(point):
+        fired["at"] = point
+        raise Crash(point)
+
+    with faults.installed(name, hook):
+        yield fired
+
+
+def _admin_url(app):
+    return app.config["SQLALCHEMY_DATABASE_URI"]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_a_worker_killed_between_any_two_statements_leaves_no_wallet_unusable(app, scenario):
+    _run(app, scenario, drop=False)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_a_connection_dropped_before_any_statement_leaves_no_wallet_unusable(app, backend, scenario):
+    _run(app, scenario, drop=True)
