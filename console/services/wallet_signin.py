@@ -53,7 +53,15 @@ from .errors import NotFound
 
 FAILURE_RESULTS = ("invalid_credentials", "locked")
 SUCCESS_RESULTS = ("ok", "must_change_password", "password_expired")
-POLL_SECONDS = 0.02
+POLL_SECONDS = (0.01, 0.1)  # first and longest pause between looks while waiting
+
+
+def _pauses():
+    """Pauses that double from the first to the longest, so waiters don't crowd the wallet's row."""
+    pause = POLL_SECONDS[0]
+    while True:
+        yield pause
+        pause = min(pause * 2, POLL_SECONDS[1])
 
 
 @dataclass
@@ -347,6 +355,7 @@ def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, pu
            finalize) -> Claim | SignInOutcome:
     """Claim a slot (committed), or answer at once: locked, frozen, or busy after a bounded wait."""
     deadline = time.monotonic() + current_app.config["WALLET_CLAIM_WAIT_SECONDS"]
+    pauses = _pauses()
     while True:
         if lapse_expired_lock(session, wallet):
             commit()
@@ -371,7 +380,7 @@ def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, pu
             _finish(finalize, outcome, commit)
             return outcome
         commit()  # end the read (on SQLite it holds the write lock) before waiting
-        time.sleep(POLL_SECONDS)
+        time.sleep(next(pauses))
         session.refresh(wallet)
 
 
@@ -411,6 +420,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
     faults.point("signin.checked")
 
     give_up = time.monotonic() + 3 * config["WALLET_CLAIM_TTL_SECONDS"] + config["WALLET_CLAIM_WAIT_SECONDS"]
+    pauses = _pauses()
     while True:
         result = _settle(session, claim, ok, result_if_ok)
         if result != "wait":
@@ -424,7 +434,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
             outcome = SignInOutcome("busy", wallet, retry_after=config["WALLET_CLAIM_TTL_SECONDS"], seq=claim.seq)
             _finish(finalize, outcome, commit)
             return outcome
-        time.sleep(POLL_SECONDS)
+        time.sleep(next(pauses))
     faults.point("signin.settling")
     if result == "abandoned":
         # Too slow: our claim was given up as expired and settled without us. No answer about the password.
