@@ -217,10 +217,41 @@ def test_concurrent_appends_keep_one_gapless_chain(app, backend):
     for t in threads:
         t.join()
     assert errors == []
-    seqs = [row[0] for row in db.session.execute(text("SELECT seq FROM audit_event ORDER BY seq"))]
-    assert seqs == list(range(1, threads_n * per_thread + 1))
+    rows = db.session.execute(text("SELECT seq, occurred_at FROM audit_event ORDER BY seq")).all()
+    assert [seq for seq, _at in rows] == list(range(1, threads_n * per_thread + 1))
+    # Each event carries the time it was chained: time never runs backwards against the order.
+    times = [at for _seq, at in rows]
+    assert all(a <= b for a, b in zip(times, times[1:]))
     report = audit.verify_chain(db.session)
     assert report.intact and report.count == 1600
+
+
+def test_event_time_is_when_it_was_chained_and_never_before_the_previous_event(app):
+    """An event recorded early in a long transaction, or on a node whose clock lags, still gets
+    a time no earlier than the event chained before it."""
+    from datetime import timedelta
+
+    from console import timeutil
+
+    actor = Actor.system()
+    audit.record(db.session, actor, "test.first")
+    db.session.commit()
+    first = audit_events("test.first")[0]
+    # A node whose clock is 2 seconds behind records and commits the next event.
+    timeutil.set_offset(timedelta(seconds=-2))
+    audit.record(db.session, actor, "test.second")
+    db.session.commit()
+    second = audit_events("test.second")[0]
+    assert second.seq == first.seq + 1 and second.occurred_at >= first.occurred_at
+    # Recorded at one moment, chained later: the event carries the later time.
+    timeutil.set_offset(None)
+    audit.record(db.session, actor, "test.third")
+    recorded_at = timeutil.utcnow()
+    timeutil.set_offset(timedelta(seconds=5))
+    db.session.commit()
+    third = audit_events("test.third")[0]
+    assert third.occurred_at >= recorded_at + timedelta(seconds=4)
+    assert audit.verify_chain(db.session).intact
 
 
 @pytest.mark.postgres_only

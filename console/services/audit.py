@@ -60,7 +60,7 @@ def record(
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     row = {
-        "occurred_at": utcnow(),
+        "occurred_at": utcnow(),  # replaced by the time it is chained, at commit
         "actor_type": actor.kind,
         "actor_id": actor.staff_id,
         "actor_employee_no": actor.employee_no,
@@ -111,26 +111,36 @@ def event_hash(prev_hash: str, row: dict) -> str:
 
 
 def _append_pending(session: Session) -> None:
+    """Chain the transaction's events as its last statements; each carries the time it was chained.
+
+    ``occurred_at`` is taken while the chain-head row is locked, and never earlier than the head's
+    last ``updated_at``, so it never runs backwards against ``seq`` (not even across nodes whose
+    clocks differ slightly). The event is chained within milliseconds of the change it records,
+    in the same transaction.
+    """
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    now = utcnow()
-    head_seq, prev = session.execute(
+    head_seq, prev, last = session.execute(
         update(ChainHead)
         .where(ChainHead.id == 1)
-        .values(seq=ChainHead.seq + len(pending), updated_at=now)
-        .returning(ChainHead.seq, ChainHead.hash)
+        .values(seq=ChainHead.seq + len(pending))
+        .returning(ChainHead.seq, ChainHead.hash, ChainHead.updated_at)
         .execution_options(synchronize_session=False)
     ).one()
+    now = utcnow()
+    if last is not None and last > now:
+        now = last
     seq = head_seq - len(pending)
     for row in pending:
         seq += 1
         row["seq"] = seq
+        row["occurred_at"] = now
         row["prev_hash"] = prev
         row["hash"] = prev = event_hash(prev, row)
     session.execute(insert(AuditEvent.__table__), pending)
     session.execute(
-        update(ChainHead).where(ChainHead.id == 1).values(hash=prev)
+        update(ChainHead).where(ChainHead.id == 1).values(hash=prev, updated_at=now)
         .execution_options(synchronize_session=False)
     )
 
