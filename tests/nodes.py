@@ -44,14 +44,14 @@ def node_env(database_url: str, redis_url: str, **extra) -> dict:
 
 
 class Node:
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, app: str = "wsgi:app"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         import tempfile
 
         self.log = tempfile.NamedTemporaryFile(prefix=f"node-{self.port}-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), app],
             cwd=ROOT, env={**env, "CONSOLE_BIND": f"127.0.0.1:{self.port}"},
             stdout=subprocess.DEVNULL, stderr=self.log)
 
