@@ -97,6 +97,16 @@ class BaseConfig:
     REGISTRY_HTTP_TOKEN: str | None = None
     REGISTRY_HTTP_TIMEOUT_SECONDS = 5
 
+    # Retries (DESIGN.md section 7): an Idempotency-Key (APIs) or one-time form token (desk) keeps
+    # its first answer this long. A request holding a key it has not answered loses it after the
+    # lease (longer than any request lives: gunicorn's worker timeout is 30 s). A second submit
+    # of a desk form waits up to this long for the first one's answer.
+    IDEMPOTENCY_KEY_HOURS = 24
+    IDEMPOTENCY_LEASE_SECONDS = 60
+    IDEMPOTENCY_FORM_WAIT_SECONDS = 10
+    # The Retry-After of a 503 (the database is unavailable).
+    UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
     # Rate limits (Flask-Limiter): Redis in production so all nodes share the counters.
     RATELIMIT_ENABLED = True
     RATELIMIT_STORAGE_URI = "memory://"

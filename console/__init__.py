@@ -8,6 +8,7 @@ from flask import Flask
 
 from config import INSTANCE_DIR, ConfigError, load_config
 
+from .answers import ConsoleFlask
 from .extensions import csrf, db, login_manager, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def create_app(config_name: str | None = None, overrides: dict | None = None) -> Flask:
     """Build a fresh, independent application: config -> extensions -> blueprints -> admin -> cli."""
-    app = Flask(
+    app = ConsoleFlask(
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(Path(__file__).parent / "static"),
@@ -31,7 +32,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
         raise ConfigError("No database configured; set CONSOLE_DATABASE_URL.")
     _engine_options(app)
 
-    from . import models  # noqa: F401  (register tables)
+    from . import answers, models  # noqa: F401  (register tables)
     from .services import audit
 
     db.init_app(app)
@@ -39,6 +40,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     csrf.init_app(app)
     login_manager.init_app(app)
     audit.install_hooks()
+    answers.install_hooks()
 
     from .web import i18n, security
 

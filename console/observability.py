@@ -64,19 +64,25 @@ def init_app(app) -> None:
 
     @app.before_request
     def _start():
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        g.request_started = time.perf_counter()
+        # Normally already set by ConsoleFlask.wsgi_app, before every other hook.
+        if not g.get("request_id"):
+            incoming = request.headers.get("X-Request-ID", "")
+            g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
     @app.after_request
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        request_log.info({
-            "event": "request", "method": request.method, "endpoint": request.endpoint,
-            "path": request.path if request.endpoint != "receipt_check.check" else "/receipts/check/…",
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000, 1),
-            "staff_id": g.get("staff_id"),
-            "remote_addr": request.remote_addr,
-        })
         return response
+
+
+def log_request(response) -> None:
+    """The request's one log line, written when its answer is final (console.answers.ConsoleFlask)."""
+    started = request.environ.get("console.request_started") or time.perf_counter()
+    request_log.info({
+        "event": "request", "method": request.method, "endpoint": request.endpoint,
+        "path": request.path if request.endpoint != "receipt_check.check" else "/receipts/check/…",
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "staff_id": g.get("staff_id"),
+        "remote_addr": request.remote_addr,
+    })

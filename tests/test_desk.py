@@ -225,3 +225,19 @@ def test_case_pages_never_show_full_identifiers(app, client, login_as):
     assert "13612345678" not in page and ID_NUMBERS[wallet_no] not in page
     assert client.get(f"/desk/cases/{case_no}").headers["Cache-Control"] == "no-store"
     assert db.session.query(Case).one().channel == "counter"
+
+
+def test_every_state_changing_form_carries_a_one_time_token(app, client, login_as):
+    wallet_no = make_wallet()
+    login_as("teller")
+    case_no = _open_case(client, wallet_no)
+    customer_no = get_wallet(wallet_no).customer.customer_no
+    for url in (f"/desk/customers/{customer_no}", f"/desk/cases/{case_no}"):
+        page = client.get(url).get_data(as_text=True)
+        forms = re.findall(r'<form method="post" action="(/desk/[^"]+)"[^>]*>(.*?)</form>', page, re.S)
+        assert forms
+        for action, body in forms:
+            if action.endswith("/reveal"):
+                continue  # answers with a page of customer data, which is never kept
+            tokens = re.findall(r'name="form_token" value="([^"]+)"', body)
+            assert len(tokens) == 1 and "." in tokens[0], action

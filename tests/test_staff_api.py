@@ -147,6 +147,7 @@ def test_bad_input_is_a_4xx_with_a_code(app, client, api, body):
     token = _token(client, make_staff("teller"))
     response = api("POST", "/customers/search", token, body)
     assert 400 <= response.status_code < 500 and response.get_json()["error"]["code"]
+    assert response.get_json()["error"]["request_id"] == response.headers["X-Request-ID"]
 
 
 def test_openapi_describes_exactly_the_real_routes(app, client):

@@ -191,6 +191,7 @@ def test_bad_input_gets_a_4xx_with_a_code(app, api, body, status, code):
                    content_type=body.get("content_type", "application/json"))
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.get_json()["error"]["code"] == code
+    assert response.get_json()["error"]["request_id"] == response.headers["X-Request-ID"]
 
 
 def test_unknown_route_and_wrong_method_are_json(app, api):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from flask import jsonify, request
+from flask import has_request_context, jsonify, request
 
 
 class ApiError(Exception):
@@ -13,9 +13,15 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, **details):
+    """``{"error": {"code", "message", "details"?, "request_id"}}``: the request id is also the
+    ``X-Request-ID`` header and the log line's, for support."""
     body = {"error": {"code": code, "message": message}}
     if details:
         body["error"]["details"] = details
+    if has_request_context():
+        from ..answers import request_id
+
+        body["error"]["request_id"] = request_id()
     response = jsonify(body)
     response.status_code = status
     return response

@@ -1,5 +1,12 @@
 """Staff JSON API under /api/v1: bearer tokens issued after password + TOTP, the same services,
-permission checks and audit as the pages, and one JSON error shape."""
+permission checks and audit as the pages, and one JSON error shape.
+
+Every state-changing call takes an ``Idempotency-Key`` (console/web/once.py), scoped to the
+staff member (to the token for sign-out). A view's commits are deferred: its answer is built
+inside the transaction and committed with the work and the key's stored copy by ``once.finish``
+(console/answers.py has the rule). ``POST /tokens`` takes no key: its answer is a secret that is
+never stored, and a retry simply signs in again.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +15,7 @@ import re
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
+from .. import answers, crypto
 from ..adapters.registry import registry_from_config
 from ..extensions import csrf, db
 from ..identity import mask_name
@@ -15,6 +23,7 @@ from ..models.customer import Wallet
 from ..services import audit, cases, operations, receipts, staff_auth, verification, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import DomainError, InvalidInput, NotFound
+from ..web import once
 from .common import ApiError, error_response, field, json_body, raise_if
 from .staff_openapi import openapi_document
 
@@ -33,16 +42,24 @@ def _authenticate():
     if scheme.lower() != "bearer" or not token:
         return error_response(401, "unauthorized", "A bearer token is required (POST /api/v1/tokens).")
     row, reason = staff_auth.resolve_session(db.session, token.strip())
+    token_scope = f"token:{crypto.token_digest(token.strip())[:40]}"
     if row is None or row.kind != "api":
         db.session.commit()  # a timeout's audit event
+        if request.endpoint == "staff_api.revoke_token":
+            replayed = once.replay_only(token_scope)  # a retried sign-out: its token is gone by now
+            if replayed is not None:
+                return replayed
         return error_response(401, "unauthorized", "The token is unknown, expired or revoked.",
                               **({"reason": reason} if reason else {}))
     staff_auth.touch_session(row)
-    db.session.commit()
     g.api_session = row
     g.api_staff = row.staff
     g.staff_id = row.staff_id
-    return None
+    db.session.commit()
+    return once.begin_api(token_scope if request.endpoint == "staff_api.revoke_token" else f"staff:{g.staff_id}")
+
+
+bp.after_request(once.finish)
 
 
 def actor() -> Actor:
@@ -52,14 +69,15 @@ def actor() -> Actor:
 
 
 def call(fn, *args, **kwargs):
-    """Run a service; commit, or roll back and record the refusal, answering in the one error shape."""
+    """Run a service (its change is committed with the answer), or roll back and record the
+    refusal, answering in the one error shape."""
     try:
         result = fn(*args, **kwargs)
     except DomainError as exc:
         db.session.rollback()
         if exc.audit:
             audit.record_refusal(db.session, actor(), exc.audit)
-            db.session.commit()
+            answers.commit()  # deferred: committed with the answer
         reason = (exc.audit or {}).get("reason_code") or exc.message
         if isinstance(exc, NotFound):
             raise ApiError(404, "not_found", "Not found.") from None
@@ -68,7 +86,7 @@ def call(fn, *args, **kwargs):
                            reason=reason, **({"field": exc.details["field"]} if "field" in exc.details else {})) from None
         status = 409 if exc.code == "conflict" or reason in ("already_pending", "already_decided") else 403
         raise ApiError(status, reason, "The request was refused.") from None
-    db.session.commit()
+    answers.commit()  # deferred: once.finish commits the work with its answer
     return result
 
 
@@ -113,7 +131,6 @@ def issue_token():
 @bp.delete("/tokens/current")
 def revoke_token():
     staff_auth.end_session(db.session, g.api_session, "signout", actor=actor())
-    db.session.commit()
     return jsonify({"result": "revoked"})
 
 

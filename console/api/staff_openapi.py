@@ -1,14 +1,19 @@
 """OpenAPI 3.1 description of the staff API (checked against the real routes by a test)."""
 from __future__ import annotations
 
-_ERR = {"description": "Error in the one shape {error: {code, message, details}}.",
+_ERR = {"description": "Error in the one shape {error: {code, message, details, request_id}}.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_RETRY = {"Retry-After": {"schema": {"type": "integer"}}}
+_UNAVAILABLE = {**_ERR, "description": "The database is unavailable (code unavailable); nothing was changed. Retry "
+                                       "after Retry-After seconds (with the same Idempotency-Key).", "headers": _RETRY}
+# Every state-changing operation takes an Idempotency-Key, but signing in (its answer is a secret).
+_NOT_IDEMPOTENT = {"issueToken"}
 
 
 def _op(op_id: str, summary: str, *, body: dict | None = None, ok: str = "200", public: bool = False) -> dict:
     operation = {"operationId": op_id, "summary": summary,
                  "responses": {ok: {"description": "Success."}, "401": _ERR, "403": _ERR, "404": _ERR,
-                               "409": _ERR, "422": _ERR}}
+                               "409": _ERR, "422": _ERR, "503": _UNAVAILABLE}}
     if body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": [k for k, v in body.items() if v.pop("required", True)],
@@ -22,14 +27,39 @@ def _s(**extra):
     return {"type": "string", **extra}
 
 
+def _idempotent(document: dict) -> dict:
+    for operations in document["paths"].values():
+        for method, operation in operations.items():
+            if method == "get" or operation["operationId"] in _NOT_IDEMPOTENT:
+                continue
+            operation["parameters"] = [*operation.get("parameters", []),
+                                       {"$ref": "#/components/parameters/IdempotencyKey"}]
+            operation["responses"].update({
+                "400": {**_ERR, "description": "Malformed body, or a malformed Idempotency-Key "
+                                               "(code invalid_idempotency_key)."},
+                "409": {**_ERR, "headers": _RETRY, "description": "Refused as a conflict, or a request with this "
+                        "Idempotency-Key is still being processed (code request_in_flight; retry after Retry-After)."},
+                "422": {**_ERR, "description": "Missing or invalid fields, or an Idempotency-Key already used for a "
+                                               "different request (code idempotency_key_reused)."},
+            })
+    return document
+
+
 def openapi_document() -> dict:
     case = {"name": "case_no", "in": "path", "required": True, "schema": _s()}
-    return {
+    return _idempotent({
         "openapi": "3.1.0",
         "info": {"title": "Branch Console staff API", "version": "1.0.0",
                  "description": "The service desk as JSON. Tokens come from POST /tokens after password + TOTP, "
                                 "expire after 15 minutes idle or 12 hours, and are revoked at sign-out or when the "
-                                "account is disabled. Every call is permission-checked and audited like the pages."},
+                                "account is disabled. Every call is permission-checked and audited like the pages. "
+                                "Every error has the shape `{error: {code, message, details?, request_id}}`; the "
+                                "request id is also the `X-Request-ID` header. Every state-changing call but "
+                                "POST /tokens takes an `Idempotency-Key` (IETF httpapi draft): a retry with the "
+                                "same key gets the first answer again, marked `Idempotent-Replayed: true`, and the "
+                                "work is done once. Keys belong to the staff member (to the token for "
+                                "DELETE /tokens/current) and are kept 24 hours; 5xx and 429 answers are not kept. "
+                                "POST /tokens takes none: its answer is a secret, never stored; a retry signs in again."},
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "paths": {
@@ -73,8 +103,15 @@ def openapi_document() -> dict:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "parameters": {"IdempotencyKey": {
+                "name": "Idempotency-Key", "in": "header", "required": False,
+                "description": "8 to 128 characters from A-Z a-z 0-9 . _ : ~ + / = - (a UUID will do), optionally "
+                               "in double quotes. The same key with the same request returns the first answer; "
+                               "with another method, path or body it is a 422.",
+                "schema": _s(pattern="^\"?[A-Za-z0-9._:~+/=-]{8,128}\"?$")}},
             "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
-                "properties": {"code": _s(), "message": _s(), "details": {"type": "object"}}}}}},
+                "properties": {"code": _s(), "message": _s(), "details": {"type": "object"},
+                               "request_id": _s()}}}}},
         },
-    }
+    })

@@ -1,7 +1,10 @@
 """Wallet API, called by the wallet's own back end with a service key.
 
 Sign-in answers 200 with a ``result`` for every expected outcome; everything else is a 4xx
-with the one error shape ``{"error": {"code", "message", "details"}}``, never a 500.
+with the one error shape ``{"error": {"code", "message", "details", "request_id"}}``, or a 503
+when the database is unavailable (console/answers.py), never a 500. Every state-changing call
+takes an ``Idempotency-Key`` (console/web/once.py): the answer is stored in the transaction
+that commits its work (for sign-in, the lockout engine's final transaction, via ``finalize``).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from ..services import wallet_credentials, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import InvalidInput, NotFound
 from ..timeutil import utcnow
+from ..web import once
 from .common import ApiError, error_response, field, ip_field, json_body, raise_if
 from .wallet_openapi import openapi_document
 
@@ -46,7 +50,11 @@ def _authenticate_service():
             or not hmac.compare_digest(_key_digest(token.strip()), _key_digest(expected)):
         log.warning("wallet api: rejected service key from %s", request.remote_addr)
         return error_response(401, "unauthorized", "A valid service key is required (Authorization: Bearer ...).")
-    return None
+    # Idempotency-Keys belong to the service that presents the key.
+    return once.begin_api(f"wallet:{_key_digest(token.strip()).hex()[:16]}")
+
+
+bp.after_request(once.finish)
 
 
 @bp.errorhandler(ApiError)
@@ -79,8 +87,25 @@ def _outcome_json(outcome: wallet_signin.SignInOutcome) -> dict:
         body["locked_until"] = outcome.locked_until.isoformat() if outcome.locked_until else None
         body["unlock"] = "automatic" if outcome.locked_until else "staff"
     if outcome.result == "busy":
-        body["retry_after_seconds"] = 1
+        body["retry_after_seconds"] = outcome.retry_after or 1
     return body
+
+
+def _outcome_response(outcome: wallet_signin.SignInOutcome):
+    response = jsonify(_outcome_json(outcome))
+    if outcome.result == "busy":
+        response.headers["Retry-After"] = str(outcome.retry_after or 1)
+    return response
+
+
+def _refusal_response(outcome: wallet_signin.SignInOutcome):
+    body = _outcome_json(outcome)
+    body.pop("result")
+    response = error_response(409 if outcome.result == "busy" else 403, outcome.result,
+                              "The wallet could not be authenticated.", **body)
+    if outcome.result == "busy":
+        response.headers["Retry-After"] = str(outcome.retry_after or 1)
+    return response
 
 
 def _authenticated(data: dict, password_field: str):
@@ -91,23 +116,49 @@ def _authenticated(data: dict, password_field: str):
 
 
 def _require_auth(wallet_no, password, client_ip, device_id, purpose):
-    outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
-                                         source_ip=client_ip, device_id=device_id, purpose=purpose)
-    if not outcome.authenticated:
-        body = _outcome_json(outcome)
-        body.pop("result")
-        raise ApiError(409 if outcome.result == "busy" else 403, outcome.result,
-                       "The wallet could not be authenticated.", **body)
-    return outcome
+    """The password check before a credential change: (outcome, None), or (None, the refusal).
+
+    A refusal is the attempt's answer, stored with the engine's final commit; a success is
+    answered later, with the change, by the view's own final commit.
+    """
+    refusal = {}
+
+    def finalize(outcome):
+        if not outcome.authenticated:
+            refusal["response"] = _refusal_response(outcome)
+            once.stage_answer(refusal["response"])
+
+    try:
+        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                             source_ip=client_ip, device_id=device_id, purpose=purpose,
+                                             finalize=finalize)
+    except once.KeyLost:
+        db.session.rollback()
+        return None, once.in_flight_response(1)
+    if outcome.authenticated:
+        return outcome, None
+    return None, refusal.get("response") or _refusal_response(outcome)
 
 
 @bp.post("/sign-in")
 def sign_in():
     wallet_no, client_ip, device_id, password, errors = _authenticated(json_body(), "password")
     raise_if(errors)
-    outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
-                                         source_ip=client_ip, device_id=device_id)
-    return jsonify(_outcome_json(outcome))
+    answer = {}
+
+    def finalize(outcome):
+        # Inside the engine's final transaction: the answer (and its Idempotency-Key record) is
+        # committed with the attempt's settlement.
+        answer["response"] = _outcome_response(outcome)
+        once.stage_answer(answer["response"])
+
+    try:
+        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                             source_ip=client_ip, device_id=device_id, finalize=finalize)
+    except once.KeyLost:
+        db.session.rollback()
+        return once.in_flight_response(1)
+    return answer.get("response") or _outcome_response(outcome)
 
 
 @bp.post("/change-password")
@@ -116,7 +167,9 @@ def change_password():
     wallet_no, client_ip, device_id, current, errors = _authenticated(data, "current_password")
     new_password = field(data, "new_password", max_length=128, errors=errors)
     raise_if(errors)
-    outcome = _require_auth(wallet_no, current, client_ip, device_id, "change_password")
+    outcome, refusal = _require_auth(wallet_no, current, client_ip, device_id, "change_password")
+    if refusal is not None:
+        return refusal
     wallet = outcome.wallet
     try:
         wallet_credentials.change_password(db.session, _actor(client_ip), wallet, new_password,
@@ -125,7 +178,7 @@ def change_password():
         db.session.rollback()
         rules = exc.details.get("problems", [])
         return error_response(422, "password_policy", "The new password breaks the password policy.", rules=rules)
-    db.session.commit()
+    # Built before the commit, which once.finish makes with the stored answer.
     return jsonify({"result": "password_changed", "wallet_no": wallet.wallet_no,
                     "password_expires_at": wallet.password_expires_at.isoformat() if wallet.password_expires_at else None})
 
@@ -152,7 +205,9 @@ def set_security_questions():
         if len(questions) > 10:
             errors["questions"] = "too many questions"
     raise_if(errors)
-    outcome = _require_auth(wallet_no, password, client_ip, device_id, "set_questions")
+    outcome, refusal = _require_auth(wallet_no, password, client_ip, device_id, "set_questions")
+    if refusal is not None:
+        return refusal
     if outcome.result != "ok":
         raise ApiError(403, outcome.result, "Change the password before setting security questions.")
     try:
@@ -161,7 +216,6 @@ def set_security_questions():
         db.session.rollback()
         return error_response(422, "invalid_questions", "The security questions are not acceptable.",
                               reason=str(exc.message))
-    db.session.commit()
     return jsonify({"result": "questions_set", "wallet_no": outcome.wallet.wallet_no,
                     "count": len(answers), "at": utcnow().isoformat()})
 

@@ -4,4 +4,6 @@ from .customer import (Customer, LoginAttempt, RiskAlert, SecurityQuestion, TwoF
                        Wallet, WalletLock, WalletPasswordHistory)
 from .service import Approval, Case, CaseNote, Receipt, RegistryEntry, Verification  # noqa: F401
 from .notification import Notification, NotificationAttempt  # noqa: F401
+from .ratelimit import RateLimitCounter  # noqa: F401
 from .staff import Branch, BranchKind, Role, Staff, StaffSession  # noqa: F401
+from .idempotency import IdempotencyKey  # noqa: F401

@@ -1,5 +1,10 @@
 """The service desk for tellers, agents and supervisors: find the customer -> verify ->
-choose the operation -> confirm -> close the case. Supervisors also decide approvals here."""
+choose the operation -> confirm -> close the case. Supervisors also decide approvals here.
+
+Every state-changing form carries a one-time ``form_token`` (console/web/once.py): submitted
+twice, it is done once, and the second submit lands where the first one did. A request's
+commits are deferred to its answer, which is built first (console/answers.py).
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +19,7 @@ from sqlalchemy import select
 from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from .. import answers
 from ..adapters.registry import registry_from_config
 from ..extensions import db
 from ..identity import ID_ERRORS, ID_TYPES, mask_name
@@ -25,6 +31,7 @@ from ..services.actor import Actor
 from ..services.errors import DomainError, InvalidInput, NotFound
 from ..services.wallet_credentials import SECURITY_QUESTIONS
 from ..timeutil import utcnow
+from . import once
 from .desk_labels import (INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS, REASON_LABELS, REFUSALS,
                           VERIFICATION_FAILURES)
 from .roles import ROLE_LABELS
@@ -32,6 +39,23 @@ from .security import client_ip, guard_blueprint, requires
 
 bp = Blueprint("desk", __name__, url_prefix="/desk")
 guard_blueprint(bp, CUSTOMER_VIEW)
+
+# The forms that change something and carry a one-time token (templates: ``form_token()``).
+# Not here: search and reveal (they answer with a page of customer data, which is not kept) and
+# printing a receipt (a PDF; a second print is a copy, as it says).
+ONE_TIME_FORMS = frozenset({
+    "desk.open_case", "desk.verify_counter", "desk.verify_phone_start", "desk.verify_phone_resend",
+    "desk.verify_phone_check", "desk.operate", "desk.add_note", "desk.close_case", "desk.approval",
+})
+
+
+@bp.before_request
+def _answer_once():
+    return once.begin_form(ONE_TIME_FORMS)
+
+
+bp.after_request(once.finish)
+bp.add_app_template_global(once.form_token, "form_token")
 
 
 def desk_actor() -> Actor:
@@ -47,19 +71,22 @@ def _message(exc: DomainError) -> str:
 
 
 def run(fn, *args, **kwargs):
-    """Call a service; commit its change with its audit event, or roll back and record the refusal."""
+    """Call a service, keeping its change with its audit event, or roll back and record the refusal.
+
+    Both are committed with the request's answer (``once.finish``), after the view has built it.
+    """
     try:
         result = fn(*args, **kwargs)
     except DomainError as exc:
         db.session.rollback()
         if exc.audit:
             audit.record_refusal(db.session, desk_actor(), exc.audit)
-            db.session.commit()
+            answers.commit()
         if isinstance(exc, NotFound):
             abort(404)
         flash(_message(exc), "error")
         return None, exc
-    db.session.commit()
+    answers.commit()
     return result, None
 
 

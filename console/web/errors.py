@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import current_app, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from werkzeug.exceptions import HTTPException
 
+from .. import answers
 from ..extensions import db
 
 MESSAGES = {
@@ -14,6 +14,7 @@ MESSAGES = {
     403: _l("Your role does not allow this. The attempt has been recorded."),
     404: _l("This page does not exist, or you may not see it."),
     405: _l("This action is not available here."),
+    409: _l("This form was already sent and is still being processed. Wait a moment, then reload the page."),
     413: _l("The request is too large."),
     429: _l("Too many requests. Please wait a moment and try again."),
     500: _l("Something went wrong on our side. The error has been logged; please try again."),
@@ -21,7 +22,7 @@ MESSAGES = {
 
 
 API_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-             405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+             405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
              429: "rate_limited", 500: "internal_error"}
 
 
@@ -32,19 +33,9 @@ def _page(code: int, message=None):
         return error_response(code, API_CODES.get(code, "error"), str(message or MESSAGES.get(code, MESSAGES[400])))
     try:
         return render_template("error.html", code=code, message=message or MESSAGES.get(code, MESSAGES[400])), code
-    except (DBAPIError, PendingRollbackError):
+    except answers.DATABASE_ERRORS as exc:
         # Rendering the layout loads the signed-in user; with the database gone, say so plainly.
-        return _unavailable()
-
-
-def _unavailable():
-    """The 503 page, rendered without context processors (which would query the database)."""
-    db.session.remove()
-    if request.path.startswith("/api/"):
-        from ..api.common import error_response
-
-        return error_response(503, "unavailable", "The service is temporarily unavailable; try again.")
-    return current_app.jinja_env.get_template("unavailable.html").render(), 503
+        return answers.database_error_answer(exc)
 
 
 def init_app(app) -> None:
@@ -58,22 +49,23 @@ def init_app(app) -> None:
             _record_rate_limit()
         return _page(exc.code or 500)
 
-    @app.errorhandler(DBAPIError)
-    @app.errorhandler(PendingRollbackError)
     def _database_down(exc):
         # The database is unreachable (or went away mid-request): fail fast and cleanly, without
-        # touching the database again to render the page. The pool reconnects by itself.
-        try:
-            db.session.rollback()
-        except Exception:  # the connection is gone; the session is reset anyway
-            db.session.remove()
-        orig = getattr(exc, "orig", None)
-        current_app.logger.error("database unavailable: %s", type(orig or exc).__name__)
-        return _unavailable()
+        # touching the database again to render the page (a 503, or the committed answer if the
+        # work was committed before the failure: see console/answers.py). The pool reconnects by itself.
+        return answers.database_error_answer(exc)
+
+    for database_error in answers.DATABASE_ERRORS:
+        app.register_error_handler(database_error, _database_down)
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
-        db.session.rollback()
+        if answers.is_database_error(exc):  # e.g. raised while handling a database error
+            return answers.database_error_answer(exc)
+        try:
+            db.session.rollback()
+        except Exception:
+            answers.reset_session()
         current_app.logger.exception("unhandled error: %s", type(exc).__name__)
         return _page(500)
 
