@@ -1,4 +1,4 @@
-"""Health endpoints, request ids and JSON log lines, rate limits (Redis or memory), proxies."""
+"""Health endpoints, request ids and JSON log lines, rate limits (Redis, the database, memory), proxies."""
 import json
 import logging
 
@@ -20,13 +20,21 @@ def test_healthz_and_readyz_reveal_nothing_else(app, client):
     assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
 
 
-def test_readyz_reports_redis_and_migrations(app, client):
-    app.config["RATELIMIT_STORAGE_URI"] = "redis://127.0.0.1:1/0"
-    body = client.get("/readyz")
-    assert body.status_code == 503 and body.get_json()["checks"]["redis"] == "unreachable"
-    app.config["RATELIMIT_STORAGE_URI"] = "memory://"
-    app.extensions["migration_head"] = "9999_future"
-    assert client.get("/readyz").get_json()["checks"]["migrations"] == "behind"
+def test_readyz_reports_redis_and_migrations(database_url):
+    """Redis unreachable is a degradation (the limits count in the database), not an outage."""
+    app = create_app("testing", {"DATABASE_URL": database_url, "RATELIMIT_ENABLED": True,
+                                 "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0"})
+    app.test_client_class = IsolatedClient
+    with app.app_context():
+        client = app.test_client()
+        body = client.get("/readyz")
+        assert body.status_code == 200 and body.get_json()["checks"]["redis"] == "unreachable"
+        assert body.get_json()["degraded"] == ["rate_limit_storage"]
+        app.extensions["migration_head"] = "9999_future"
+        behind = client.get("/readyz")
+        assert behind.status_code == 503 and behind.get_json()["checks"]["migrations"] == "behind"
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_request_id_is_returned_and_logged_as_json(app, client, caplog):
@@ -99,19 +107,24 @@ def test_search_is_limited_per_staff_member(limited_app):
     assert audit_events("rate_limited")[-1].actor_employee_no == handle.employee_no
 
 
-@pytest.mark.parametrize("storage", ["redis://127.0.0.1:1/0"])
-def test_redis_down_degrades_to_per_node_memory_limits(database_url, storage):
-    app = create_app("testing", {"DATABASE_URL": database_url, "RATELIMIT_ENABLED": True,
-                                 "RATELIMIT_STORAGE_URI": storage, "LIMIT_STAFF_SIGNIN": "2 per minute"})
-    app.test_client_class = IsolatedClient
-    with app.app_context():
-        client = app.test_client()
-        codes = [post_form(client, "/auth/login", {"employee_no": "T1", "password": "x"}).status_code
-                 for _ in range(3)]
-        assert codes == [200, 200, 429]  # still limited, by this node's memory
-        assert client.get("/healthz").status_code == 200
-        db.session.remove()
-        db.engine.dispose()
+def test_redis_down_counts_limits_in_the_database_for_every_node(database_url):
+    """Two app instances (two nodes) with Redis unreachable share one counter in the database."""
+    settings = {"DATABASE_URL": database_url, "RATELIMIT_ENABLED": True,
+                "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1/0", "LIMIT_STAFF_SIGNIN": "2 per minute"}
+    nodes = [create_app("testing", settings), create_app("testing", settings)]
+    codes = []
+    for i in range(3):
+        node = nodes[i % 2]
+        node.test_client_class = IsolatedClient
+        with node.app_context():
+            codes.append(post_form(node.test_client(), "/auth/login",
+                                   {"employee_no": "T1", "password": "x"}).status_code)
+            assert node.test_client().get("/healthz").status_code == 200
+            db.session.remove()
+    for node in nodes:
+        with node.app_context():
+            db.engine.dispose()
+    assert codes == [200, 200, 429]  # per-node memory would have let the third one through
 
 
 def test_redis_storage_is_shared_between_apps(database_url):
