@@ -147,7 +147,8 @@ def _customer_json(customer, *, detail=False) -> dict:
 
 
 def _wallet_json(wallet: Wallet) -> dict:
-    return {**operations.wallet_state(wallet), "tier": wallet.tier, "lock_reason": wallet_signin.lock_reason(wallet)}
+    return {**operations.wallet_state(wallet), "tier": wallet.tier, "lock_reason": wallet_signin.lock_reason(wallet),
+            "sign_in": wallet_signin.sign_in_state(db.session, wallet).as_json()}
 
 
 @bp.post("/customers/search")

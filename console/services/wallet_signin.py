@@ -295,8 +295,38 @@ def abandon_expired_head(session: Session, wallet_id: int, *, actor: Actor | Non
     return True
 
 
-def clear_abandoned(session: Session, actor: Actor, wallet: Wallet) -> int:
-    """Staff clear a wallet's expired claims at once (audited with the staff member as actor)."""
+@dataclass
+class SignInState:
+    """What staff see of a wallet's sign-ins in progress (the desk and the staff API)."""
+
+    failed_count: int
+    in_progress: int  # claims whose owner is still within its time
+    interrupted: int  # claims past their expiry: the worker died or lost its connection
+    oldest_claim_at: datetime | None
+
+    def as_json(self) -> dict:
+        return {"failed_count": self.failed_count, "in_progress": self.in_progress,
+                "interrupted": self.interrupted,
+                "oldest_claim_at": self.oldest_claim_at.isoformat() if self.oldest_claim_at else None}
+
+
+def sign_in_state(session: Session, wallet: Wallet) -> SignInState:
+    now = utcnow()
+    claims = pending_claims(session, wallet)
+    interrupted = sum(1 for c in claims if c.claim_expires_at <= now)
+    return SignInState(wallet.failed_count, len(claims) - interrupted, interrupted,
+                       claims[0].at if claims else None)
+
+
+def clear_interrupted(session: Session, actor: Actor, wallet: Wallet) -> int:
+    """Staff settle a wallet's interrupted sign-ins at once, instead of waiting for the next
+    attempt to do it. Each is recorded as abandoned with the staff member as actor. Not committed."""
+    from ..permissions import WALLET_UNLOCK, can
+    from .cases import refusal
+
+    customer_ref = wallet.customer.customer_no
+    if not can(actor, WALLET_UNLOCK):
+        raise refusal("wallet.attempt_abandoned", "not_permitted", customer_ref=customer_ref)
     cleared = 0
     while abandon_expired_head(session, wallet.id, actor=actor):
         cleared += 1

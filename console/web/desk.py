@@ -25,7 +25,7 @@ from ..extensions import db
 from ..identity import ID_ERRORS, ID_TYPES, mask_name
 from ..models.customer import RiskAlert, Wallet
 from ..models.service import Case, Receipt
-from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW
+from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, WALLET_UNLOCK
 from ..services import audit, cases, operations, receipts, verification, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import DomainError, InvalidInput, NotFound
@@ -46,6 +46,7 @@ guard_blueprint(bp, CUSTOMER_VIEW)
 ONE_TIME_FORMS = frozenset({
     "desk.open_case", "desk.verify_counter", "desk.verify_phone_start", "desk.verify_phone_resend",
     "desk.verify_phone_check", "desk.operate", "desk.add_note", "desk.close_case", "desk.approval",
+    "desk.clear_interrupted_sign_ins",
 })
 
 
@@ -175,7 +176,8 @@ def _customer_view(customer):
         alerts = db.session.scalars(select(RiskAlert).where(RiskAlert.wallet_id == wallet.id,
                                                             RiskAlert.status == "open")).all()
         wallets.append({"wallet": wallet, "failures": failures, "sources": sources, "alerts": alerts,
-                        "reason": wallet_signin.lock_reason(wallet)})
+                        "reason": wallet_signin.lock_reason(wallet),
+                        "sign_in": wallet_signin.sign_in_state(db.session, wallet)})
     past = db.session.scalars(select(Case).where(Case.customer_id == customer.id).order_by(Case.id.desc()).limit(10)).all()
     return {"customer": customer, "wallets": wallets, "past_cases": past,
             "flagged": verification.is_flagged(db.session, customer.id),
@@ -207,6 +209,28 @@ def reveal(customer_no):
             revealed = (dict(form.field.choices)[form.field.data], value)
     return render_template("desk/customer.html", **_customer_view(found), reveal_form=form, revealed=revealed,
                            id_types=ID_TYPES, mask_name=mask_name)
+
+
+@bp.route("/customers/<customer_no>/wallets/<int:wallet_id>/clear-interrupted-sign-ins", methods=["POST"])
+@requires(WALLET_UNLOCK)
+def clear_interrupted_sign_ins(customer_no, wallet_id):
+    """Settle the sign-ins whose server stopped before answering, instead of waiting for the
+    customer's next attempt to do it (each is audited with this staff member as actor)."""
+    form = FlaskForm()
+    if not form.validate_on_submit():
+        abort(400)
+    actor = desk_actor()
+    found, _exc = run(cases.get_customer, db.session, actor, customer_no, record_view=False)
+    wallet = next((w for w in found.wallets if w.id == wallet_id), None)
+    if wallet is None:
+        abort(404)
+    cleared, exc = run(wallet_signin.clear_interrupted, db.session, actor, wallet)
+    if exc is None:
+        if cleared:
+            flash(_("%(n)s interrupted sign-in(s) cleared. The customer can sign in again.", n=cleared), "success")
+        else:
+            flash(_("Nothing to clear: no sign-in of this wallet has been interrupted."), "info")
+    return redirect(url_for("desk.customer", customer_no=customer_no))
 
 
 @bp.route("/customers/<customer_no>/cases", methods=["POST"])

@@ -42,14 +42,12 @@ class Clock:
 
 
 def _prepare(wallet_no: str, failures: int) -> None:
-    """Bring the wallet to a known state: no lock, ``failures`` settled failures."""
+    """Bring the wallet to a known state: no lock, no claim, ``failures`` settled failures (as
+    that many wrong passwords would leave it; set directly to keep the run short)."""
     db.session.execute(update(Wallet).where(Wallet.wallet_no == wallet_no)
-                       .values(lock_kind=None, lock_until=None, locked_at=None, failed_count=0))
-    db.session.execute(update(WalletLock).values(ended_at=timeutil.utcnow(), ended_by="test"))
+                       .values(lock_kind=None, lock_until=None, locked_at=None, failed_count=failures))
     db.session.execute(WalletLock.__table__.delete())
     db.session.commit()
-    for _ in range(failures):
-        assert sign_in_wallet(wallet_no, "wrong-password-0").result == "invalid_credentials"
 
 
 def _attempt(wallet_no, password):
@@ -145,3 +143,36 @@ def test_a_worker_killed_between_any_two_statements_leaves_no_wallet_unusable(ap
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_a_connection_dropped_before_any_statement_leaves_no_wallet_unusable(app, backend, scenario):
     _run(app, scenario, drop=True)
+
+
+def test_staff_see_an_interrupted_sign_in_and_clear_it(app, client, login_as):
+    """A sign-in killed after its claim shows on the customer page; a teller clears it at once
+    (audited as the teller), and the customer's next sign-in needs no wait."""
+    import re
+
+    from ..conftest import post_form
+
+    wallet_no = make_wallet()
+    with _crash_at_point("signin.checked"):
+        with pytest.raises(Crash):
+            _attempt(wallet_no, WALLET_PASSWORD)
+    db.session.remove()
+    handle = login_as("teller")
+    customer_no = get_wallet(wallet_no).customer.customer_no
+    page = client.get(f"/desk/customers/{customer_no}").get_data(as_text=True)
+    assert "正在核验" in page or "being checked" in page  # live for a few seconds: not yet clearable
+    assert "clear-interrupted-sign-ins" not in page
+    Clock().pass_claim_expiry(app)
+    page = client.get(f"/desk/customers/{customer_no}").get_data(as_text=True)
+    assert "clear-interrupted-sign-ins" in page
+    action = re.search(r'action="([^"]*clear-interrupted-sign-ins)"', page).group(1)
+    response = post_form(client, action, {}, token_from=f"/desk/customers/{customer_no}", follow=True)
+    assert response.status_code == 200
+    wallet = get_wallet(wallet_no)
+    assert wallet.attempt_seq == wallet.settled_seq
+    cleared = audit_events("wallet.attempt_abandoned")
+    assert len(cleared) == 1 and cleared[0].actor_employee_no == handle.employee_no
+    assert "clear-interrupted-sign-ins" not in client.get(f"/desk/customers/{customer_no}").get_data(as_text=True)
+    # The staff API shows the same state.
+    assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "ok"
+    assert audit.verify_chain(db.session).intact
