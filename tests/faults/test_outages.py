@@ -17,8 +17,8 @@ from sqlalchemy import text
 from console.extensions import db
 from console.services import audit
 
-from .conftest import get_wallet, make_staff, make_wallet
-from .nodes import Browser, Node, node_env, running_nodes
+from ..conftest import get_wallet, make_staff, make_wallet
+from ..nodes import Browser, Node, node_env, running_nodes
 
 pytestmark = pytest.mark.postgres_only
 REDIS = "redis://127.0.0.1:6379/13"
