@@ -14,15 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import _common
 
 PASSWORD = "Spring-rain-2468"
 
@@ -33,81 +27,58 @@ def main() -> int:
     parser.add_argument("--postgres", help="admin URL; a scratch database is created and dropped")
     args = parser.parse_args()
 
-    scratch = None
-    if args.postgres:
-        scratch = f"bc_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-        url = make_url(args.postgres).set(database=scratch).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    _common.quiet_alembic()
+    from datetime import date
 
-    from console import create_app
+    from console.cli import demo_resident_id
     from console.extensions import db
-    from console.services import wallet_signin
+    from console.services import customers, wallet_signin
+    from console.services.actor import Actor
     from tests.faults.test_signin_bursts import burst, replay
 
-    app = create_app("testing", {"DATABASE_URL": url})
-    limit = app.config["WALLET_LOCKOUT_THRESHOLD"]
-    try:
-        with app.app_context():
-            from datetime import date
+    with _common.scratch_app(args.postgres) as app:
+        limit = app.config["WALLET_LOCKOUT_THRESHOLD"]
+        backend = db.engine.dialect.name
 
-            from flask_migrate import upgrade
+        def new_wallet(i: int) -> str:
+            customer = customers.create_customer(
+                db.session, Actor.operator(), name="基准", id_type="resident_id",
+                id_number=demo_resident_id(date(1980, 1, 1), i % 1000), mobile=str(13800000000 + i))
+            wallet_no = customers.open_wallet(db.session, Actor.operator(), customer, password=PASSWORD).wallet_no
+            db.session.commit()
+            return wallet_no
 
-            from console.cli import demo_resident_id
-            from console.services import customers
-            from console.services.actor import Actor
-
-            upgrade()
-
-            def new_wallet(i: int) -> str:
-                customer = customers.create_customer(
-                    db.session, Actor.operator(), name="基准", id_type="resident_id",
-                    id_number=demo_resident_id(date(1980, 1, 1), i % 1000), mobile=str(13800000000 + i))
-                wallet_no = customers.open_wallet(db.session, Actor.operator(), customer, password=PASSWORD).wallet_no
-                db.session.commit()
-                return wallet_no
-
-            durations, sequential, busy, checked, ok_then_locked, consistent = [], [], 0, [], 0, 0
-            for i in range(args.bursts):
-                position = i % 20
-                passwords = ["wrong-password"] * 20
-                passwords[position] = PASSWORD
-                wallet_no = new_wallet(2 * i)
-                started = time.perf_counter()
-                answers = burst(app, wallet_no, passwords)
-                durations.append(time.perf_counter() - started)
-                busy += sum(1 for a in answers if not isinstance(a, Exception) and a[0] == "busy")
-                try:
-                    order = replay(answers, position, limit, allow_busy=True)
-                    consistent += 1
-                    checked.append(order["checked"])
-                    ok_then_locked += order["right_result"] in wallet_signin.SUCCESS_RESULTS
-                except AssertionError as exc:
-                    print(f"burst {i}: NOT consistent: {exc}")
-                # Baseline: the same attempts one by one.
-                wallet_no = new_wallet(2 * i + 1)
-                started = time.perf_counter()
-                for password in passwords:
-                    wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
-                                               source_ip="198.51.100.9")
-                sequential.append(time.perf_counter() - started)
-                db.session.remove()
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        if scratch:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-            admin.dispose()
+        durations, sequential, busy, checked, ok_then_locked, consistent = [], [], 0, [], 0, 0
+        for i in range(args.bursts):
+            position = i % 20
+            passwords = ["wrong-password"] * 20
+            passwords[position] = PASSWORD
+            wallet_no = new_wallet(2 * i)
+            started = time.perf_counter()
+            answers = burst(app, wallet_no, passwords)
+            durations.append(time.perf_counter() - started)
+            busy += sum(1 for a in answers if not isinstance(a, Exception) and a[0] == "busy")
+            try:
+                order = replay(answers, position, limit, allow_busy=True)
+                consistent += 1
+                checked.append(order["checked"])
+                ok_then_locked += order["right_result"] in wallet_signin.SUCCESS_RESULTS
+            except AssertionError as exc:
+                print(f"burst {i}: NOT consistent: {exc}")
+            # Baseline: the same attempts one by one.
+            wallet_no = new_wallet(2 * i + 1)
+            started = time.perf_counter()
+            for password in passwords:
+                wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                           source_ip="198.51.100.9")
+            sequential.append(time.perf_counter() - started)
+            db.session.remove()
+        wait = app.config["WALLET_CLAIM_WAIT_SECONDS"]
 
     def q(values, p):
         return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
-    print(f"database: {make_url(url).get_backend_name()}, bursts: {args.bursts} x 20 attempts, "
-          f"wait {app.config['WALLET_CLAIM_WAIT_SECONDS']} s")
+    print(f"database: {backend}, bursts: {args.bursts} x 20 attempts, wait {wait} s")
     print(f"consistent with the recorded order: {consistent}/{args.bursts}; 'busy' answers: {busy}; "
           f"right password answered ok before the lock: {ok_then_locked}; "
           f"passwords checked per burst: max {max(checked) if checked else '-'}")
