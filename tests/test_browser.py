@@ -179,3 +179,48 @@ def test_auditor_pages_render_without_errors(browser_page, app):
         shot(page, name)
         assert "错误 500" not in page.content(), path
     assert page.console_errors == []
+
+
+def test_teller_sees_and_clears_an_interrupted_sign_in(browser_page, app):
+    """A sign-in whose worker died shows on the customer page; the teller clears it with the keyboard."""
+    from datetime import timedelta
+
+    from console import faults, timeutil
+    from console.extensions import db
+    from console.services import wallet_signin
+
+    from .conftest import WALLET_PASSWORD, get_wallet, make_wallet
+
+    class Died(BaseException):
+        pass
+
+    def die(point):
+        raise Died(point)
+
+    wallet_no = make_wallet()
+    with faults.installed("signin.checked", die), pytest.raises(Died):
+        wallet_signin.authenticate(db.session, wallet_no, WALLET_PASSWORD, commit=db.session.commit,
+                                   source_ip="198.51.100.7")
+    db.session.remove()
+    timeutil.set_offset(timedelta(seconds=app.config["WALLET_CLAIM_TTL_SECONDS"] + 1))
+    customer_no = get_wallet(wallet_no).customer.customer_no
+    page = browser_page
+    handle = make_staff("teller")
+    page.goto(page.base_url + "/auth/login")
+    page.fill("#employee_no", handle.employee_no)
+    page.fill("#password", handle.password)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/auth/totp")
+    page.fill("#code", totp_code(handle))
+    page.keyboard.press("Enter")
+    page.wait_for_url(page.base_url + "/")
+    page.goto(page.base_url + f"/desk/customers/{customer_no}")
+    assert "1 笔已中断" in page.content()
+    shot(page, "06-interrupted-sign-in")
+    page.focus("text=立即清除中断的登录")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "已清除 1 笔中断的登录" in page.content()
+    assert "立即清除中断的登录" not in page.content()
+    shot(page, "07-interrupted-sign-in-cleared")
+    assert page.console_errors == []
