@@ -101,3 +101,62 @@ def test_a_worker_killed_during_the_fifth_wrong_password_neither_sticks_nor_skip
     assert get_wallet(wallet_no).lock_kind == "temporary"
     assert len(audit_events("wallet.locked")) == 1
     assert _answer_after_retry(node, wallet_no, WALLET_PASSWORD)["result"] == "locked"
+
+
+def test_bursts_across_two_nodes_with_connections_dropped_leave_no_wallet_stuck(app, backend, database_url, tmp_path):
+    """The review's scenario: bursts of sign-ins across two nodes while every app connection to the
+    database is terminated mid-burst. Answers are 200 or 503 (never 500); afterwards each wallet
+    answers truthfully and has no claim left pending."""
+    import json
+    import threading
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from ..nodes import running_nodes
+
+    env = node_env(database_url, "redis://127.0.0.1:6379/14", CONSOLE_WALLET_CLAIM_TTL_SECONDS="1",
+                   CONSOLE_TEST_FAULT_FILE=str(tmp_path / "unused"))
+    admin = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], isolation_level="AUTOCOMMIT")
+    dbname = make_url(database_url).database
+    statuses: list[int | None] = []
+    with running_nodes(env) as nodes:
+        for burst_no in range(4):
+            wallet_no = make_wallet()
+            barrier = threading.Barrier(13)
+
+            def attempt(i, wallet_no=wallet_no, barrier=barrier):
+                barrier.wait()
+                password = WALLET_PASSWORD if i == 7 else "wrong-password-1"
+                try:
+                    status, _h, _b = Browser().request(nodes[i % 2].url + "/api/wallet/v1/sign-in", json_body={
+                        "wallet_no": wallet_no, "password": password, "client_ip": "198.51.100.4"},
+                        headers={"Authorization": f"Bearer {WALLET_KEY}"})
+                except (urllib.error.URLError, ConnectionError):
+                    status = None
+                statuses.append(status)
+
+            threads = [threading.Thread(target=attempt, args=(i,)) for i in range(12)]
+            for t in threads:
+                t.start()
+            barrier.wait()
+            time.sleep(0.05 * (burst_no + 1))  # drop at a different moment in each burst
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": dbname})
+            for t in threads:
+                t.join()
+            db.session.remove()
+            answer = _answer_after_retry(nodes[0], wallet_no, WALLET_PASSWORD)
+            wallet = get_wallet(wallet_no)
+            assert wallet.attempt_seq == wallet.settled_seq, f"burst {burst_no}: a claim is left pending"
+            if wallet.lock_kind:
+                assert answer["result"] == "locked"
+            else:
+                assert answer["result"] == "ok" and wallet.failed_count == 0
+            assert db.session.scalar(select(func.count()).select_from(LoginAttempt)
+                                     .where(LoginAttempt.result == "pending")) == 0
+    admin.dispose()
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses  # the drops did hit requests in flight
+    assert audit.verify_chain(db.session).intact
