@@ -279,14 +279,23 @@ def abandon_expired_head(session: Session, wallet_id: int, *, actor: Actor | Non
                                                      LoginAttempt.seq == settled_seq + 1))
     if head is None or head.result != "pending" or head.claim_expires_at > now:
         return False
+    # Take the wallet's row first (as settling does), then give the claim up only if it is still
+    # expired: a renewal its owner committed meanwhile wins.
     moved = session.execute(
         update(Wallet).where(Wallet.id == wallet_id, Wallet.settled_seq == head.seq - 1)
         .values(settled_seq=head.seq).execution_options(synchronize_session=False)
     ).rowcount
     if moved != 1:
         return False
-    session.execute(update(LoginAttempt).where(LoginAttempt.id == head.id, LoginAttempt.result == "pending")
-                    .values(result="abandoned", settled_at=now).execution_options(synchronize_session=False))
+    given_up = session.execute(
+        update(LoginAttempt).where(LoginAttempt.id == head.id, LoginAttempt.result == "pending",
+                                   LoginAttempt.claim_expires_at <= now)
+        .values(result="abandoned", settled_at=now).execution_options(synchronize_session=False)
+    ).rowcount
+    if given_up != 1:
+        session.execute(update(Wallet).where(Wallet.id == wallet_id, Wallet.settled_seq == head.seq)
+                        .values(settled_seq=head.seq - 1).execution_options(synchronize_session=False))
+        return False
     wallet = session.get(Wallet, wallet_id)
     audit.record(session, actor or Actor.system("wallet"), "wallet.attempt_abandoned",
                  reason_code="claim_expired", customer_ref=wallet.customer.customer_no,
@@ -385,6 +394,7 @@ def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, pu
            finalize) -> Claim | SignInOutcome:
     """Claim a slot (committed), or answer at once: locked, frozen, or busy after a bounded wait."""
     deadline = time.monotonic() + current_app.config["WALLET_CLAIM_WAIT_SECONDS"]
+    limit = current_app.config["WALLET_LOCKOUT_THRESHOLD"]
     pauses = _pauses()
     while True:
         if lapse_expired_lock(session, wallet):
@@ -399,6 +409,15 @@ def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, pu
             faults.point("signin.claimed")
             return claim
         if abandon_expired_head(session, wallet.id):
+            commit()
+            session.refresh(wallet)
+            continue
+        session.refresh(wallet)
+        if wallet.attempt_seq == wallet.settled_seq and wallet.failed_count >= limit and not wallet.lock_kind:
+            # Nothing is in flight, yet the count has reached the limit without a lock (a wallet left
+            # so by the engine before claims had owners and expiries, or a lowered threshold): place
+            # the lock the order calls for, instead of answering "busy" for ever.
+            _lock(session, wallet, wallet.failed_count)
             commit()
             session.refresh(wallet)
             continue

@@ -176,3 +176,43 @@ def test_staff_see_an_interrupted_sign_in_and_clear_it(app, client, login_as):
     # The staff API shows the same state.
     assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "ok"
     assert audit.verify_chain(db.session).intact
+
+
+def test_a_wallet_left_at_the_limit_without_a_lock_is_locked_not_busy(app):
+    """The state the engine before claim expiries left behind (failed_count at the limit, no lock,
+    nothing in flight), or a lowered threshold: the next sign-in places the lock the order calls
+    for (audited, with its SMS) and answers "locked" at once, never "busy" for ever."""
+    wallet_no = make_wallet()
+    db.session.execute(update(Wallet).where(Wallet.wallet_no == wallet_no).values(failed_count=5))
+    db.session.commit()
+    outcome = sign_in_wallet(wallet_no, WALLET_PASSWORD)
+    assert outcome.result == "locked" and not outcome.password_checked
+    wallet = get_wallet(wallet_no)
+    assert wallet.lock_kind == "temporary"
+    assert len(audit_events("wallet.locked")) == 1
+    # Lowered threshold: 3 failures stand, the limit becomes 3.
+    other = make_wallet()
+    db.session.execute(update(Wallet).where(Wallet.wallet_no == other).values(failed_count=3))
+    db.session.commit()
+    app.config["WALLET_LOCKOUT_THRESHOLD"] = 3
+    assert sign_in_wallet(other, WALLET_PASSWORD).result == "locked"
+
+
+def test_a_renewed_claim_is_not_given_up(app):
+    """An owner that renews its claim keeps it, even if a waiter saw it expired a moment before."""
+    wallet_no = make_wallet()
+    with _crash_at_point("signin.checked"):
+        with pytest.raises(Crash):
+            _attempt(wallet_no, WALLET_PASSWORD)
+    db.session.remove()
+    wallet = get_wallet(wallet_no)
+    head = db.session.scalar(select(LoginAttempt).where(LoginAttempt.result == "pending"))
+    Clock().pass_claim_expiry(app)
+    # The owner renews just before the waiter acts (as if it had been slow, not dead).
+    db.session.execute(update(LoginAttempt).where(LoginAttempt.id == head.id)
+                       .values(claim_expires_at=timeutil.utcnow() + timedelta(seconds=30)))
+    db.session.commit()
+    assert wallet_signin.abandon_expired_head(db.session, wallet.id) is False
+    db.session.commit()
+    assert get_wallet(wallet_no).settled_seq == 0
+    assert db.session.get(LoginAttempt, head.id).result == "pending"
