@@ -145,10 +145,20 @@ def execute(session: Session, actor: Actor, case: Case, wallet: Wallet, operatio
     branch = case.branch.name.split(" ")[0]
     sms = None
     if operation == "unlock":
+        # Conditional, and the wallet's row first (as the lockout engine takes it): a lock that
+        # lapsed meanwhile, with new attempts counted since, is not wiped by a stale page.
+        unlocked = session.execute(
+            update(Wallet).where(Wallet.id == wallet.id, Wallet.lock_kind.is_not(None))
+            .values(lock_kind=None, lock_until=None, locked_at=None, failed_count=0)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if unlocked != 1:
+            session.refresh(wallet)
+            raise refusal("wallet.unlock", "not_applicable", customer_ref=case.customer.customer_no,
+                          case_ref=case.case_no)
         session.execute(update(WalletLock).where(WalletLock.wallet_id == wallet.id, WalletLock.ended_at.is_(None))
                         .values(ended_at=now, ended_by=actor.employee_no).execution_options(synchronize_session=False))
-        wallet.lock_kind = wallet.lock_until = wallet.locked_at = None
-        wallet.failed_count = 0
+        session.refresh(wallet)
         sms = "wallet_unlocked"
     elif operation == "reset_password":
         wallet_credentials.issue_temporary_password(session, actor, wallet, reason_code=reason_code,
