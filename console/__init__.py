@@ -42,10 +42,11 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     audit.install_hooks()
     answers.install_hooks()
 
-    from .web import i18n, security
+    from .web import i18n, inputs, security
 
     i18n.init_app(app)
     security.init_app(app)
+    inputs.init_app(app)  # converters before the blueprints; its hook before the rate limiter's
 
     from .web import auditing, auth, desk, errors, home, receipt_check
 
@@ -81,6 +82,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
 
     build_admin(app)
     build_audit_browser(app)
+    inputs.check_references(app)  # after every view is registered
 
     from .cli import register_cli
 

@@ -30,11 +30,17 @@ def error_response(status: int, code: str, message: str, **details):
 def json_body() -> dict:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    data = request.get_json(silent=True)
+    from ..web.inputs import MAX_JSON_DEPTH, has_control_characters
+
+    data = request.get_json(silent=True)  # the app's JSON provider refuses deep nesting as invalid
     if data is None:
-        raise ApiError(400, "malformed_json", "The body is not valid JSON.")
+        raise ApiError(400, "malformed_json",
+                       f"The body is not valid JSON (or nests deeper than {MAX_JSON_DEPTH} levels).")
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", "The body must be a JSON object.")
+    if has_control_characters(data):
+        raise ApiError(400, "invalid_characters",
+                       "The body contains control characters (such as NUL) that are not allowed.")
     return data
 
 

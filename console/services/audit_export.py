@@ -22,9 +22,20 @@ COLUMNS = ("seq", "occurred_at", "actor_type", "actor_id", "actor_employee_no", 
            "chain_version", "prev_hash", "hash")
 
 
+# OWASP CSV injection: a cell a spreadsheet would read as a formula is prefixed with a single quote.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _value(event, column):
     value = getattr(event, column)
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if column == "occurred_at" else value
+
+
+def csv_cell(value):
+    """A value as a CSV cell that no spreadsheet evaluates (text only: numbers are never formulas)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def lines(session: Session, actor: Actor, filters: audit_query.Filters, fmt: str, result: dict):
@@ -32,7 +43,7 @@ def lines(session: Session, actor: Actor, filters: audit_query.Filters, fmt: str
     digest, rows = hashlib.sha256(), 0
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)  # every field quoted (OWASP)
         writer.writerow(COLUMNS)
         head = buf.getvalue()
         digest.update(head.encode())
@@ -41,7 +52,7 @@ def lines(session: Session, actor: Actor, filters: audit_query.Filters, fmt: str
         if fmt == "csv":
             buf.seek(0)
             buf.truncate()
-            writer.writerow([_value(event, c) for c in COLUMNS])
+            writer.writerow([csv_cell(_value(event, c)) for c in COLUMNS])
             line = buf.getvalue()
         else:
             line = json.dumps({c: _value(event, c) for c in COLUMNS}, ensure_ascii=False, sort_keys=True) + "\n"

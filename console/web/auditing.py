@@ -16,6 +16,7 @@ from ..extensions import db
 from ..models.audit import ChainHead
 from ..permissions import AUDIT_EXPORT, AUDIT_READ_BRANCH, AUDIT_READ_OWN, AUDIT_VERIFY, can
 from ..services import audit, audit_dashboard, audit_export, audit_query, checkpoints
+from . import inputs
 from .security import current_actor, guard_blueprint, requires
 
 bp = Blueprint("auditing", __name__, url_prefix="/audit")
@@ -43,7 +44,7 @@ def _filters():
 def events():
     f, errors = _filters()
     rows, next_before = [], None
-    before = request.args.get("before", type=int)
+    before = inputs.int_arg("before", maximum=inputs.BIGINT_MAX)
     if errors:
         flash(_("Some filters are not valid; fix them and search again."), "error")
     else:
@@ -56,7 +57,7 @@ def events():
                            channels=audit_query.CHANNELS, can_export=can(current_user, AUDIT_EXPORT))
 
 
-@bp.route("/events/<int:seq>", methods=["GET"])
+@bp.route("/events/<seq:seq>", methods=["GET"])
 @requires(AUDIT_READ_OWN)
 def event(seq):
     row = audit_query.in_scope(db.session, _actor(), seq)

@@ -13,7 +13,7 @@ from ..services import receipts
 bp = Blueprint("receipt_check", __name__, url_prefix="/receipts")
 
 
-@bp.route("/check/<receipt_no>", methods=["GET"])
+@bp.route("/check/<receipt_no:receipt_no>", methods=["GET"])
 def check(receipt_no):
-    result = receipts.check(db.session, receipt_no[:24], request.args.get("c", ""))
+    result = receipts.check(db.session, receipt_no, request.args.get("c", ""))
     return render_template("receipt_check.html", result=result), 200 if result["found"] else 404

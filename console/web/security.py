@@ -80,6 +80,8 @@ def is_safe_next(target: str | None) -> bool:
     """Only same-site relative paths may be redirected to after sign-in."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return False
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return False  # CR/LF would split the Location header
     parts = urlsplit(target)
     return not parts.scheme and not parts.netloc
 
