@@ -1,9 +1,7 @@
 """Flask-Admin for the admin role: staff and branches. Built inside create_app."""
 from __future__ import annotations
 
-import base64
-
-from flask import flash, g, redirect, request, session, url_for
+from flask import flash, g, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
@@ -16,30 +14,35 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms.validators import DataRequired, Length, Regexp
 
-from . import crypto
 from .extensions import db, login_manager
 from .models.audit import AuditEvent
 from .models.staff import Branch, BranchKind, Role, Staff
 from .permissions import ADMIN_MANAGE, AUDIT_READ_ALL, can
-from .services import audit, staff_admin
+from .services import staff_admin
 from .services.errors import NotAllowed
 from .web.roles import ROLE_LABELS
 from .web.security import current_actor, deny
 
 ADMIN_ENDPOINT = "sysadmin"
-_ONE_TIME = "one_time_secrets"
 
 
 def remember_one_time_secret(employee_no: str, password: str) -> None:
-    """Keep an initial password for exactly one page view, encrypted in the session cookie."""
-    sealed = crypto.encrypt(password, context="one-time")
-    session.setdefault(_ONE_TIME, []).append([employee_no, base64.b64encode(sealed).decode()])
-    session.modified = True
+    """Keep an initial password for exactly one page view of this admin session (server-side)."""
+    row = g.get("staff_session")
+    if row is None:
+        return
+    staff_admin.keep_one_time_secret(db.session, row.id, employee_no, password)
+    db.session.commit()
 
 
 def pop_one_time_secrets() -> list[tuple[str, str]]:
-    items = session.pop(_ONE_TIME, [])
-    return [(emp, crypto.decrypt(base64.b64decode(blob), context="one-time")) for emp, blob in items]
+    row = g.get("staff_session")
+    if row is None:
+        return []
+    items = staff_admin.take_one_time_secrets(db.session, row.id)
+    if items:
+        db.session.commit()
+    return items
 
 
 def _beijing(value):
@@ -203,8 +206,7 @@ class BranchAdmin(AuditedModelView):
     def on_model_change(self, form, model, is_created):
         db.session.flush()
         before = None if is_created else g.pop("audit_before", None)
-        audit.record(db.session, current_actor(), "branch.create" if is_created else "branch.update",
-                     before=before, after=staff_admin.branch_snapshot(model))
+        staff_admin.record_branch_change(db.session, current_actor(), model, before)
 
 
 class AuditBrowserIndex(_Guarded, AdminIndexView):
@@ -258,8 +260,9 @@ def build_admin(app) -> Admin:
 
     @app.context_processor
     def _one_time():
-        if request.blueprint and request.blueprint.startswith(("staff_admin", ADMIN_ENDPOINT)) \
-                and session.get(_ONE_TIME):
-            return {"one_time_secrets": pop_one_time_secrets()}
+        if request.blueprint and request.blueprint.startswith(("staff_admin", ADMIN_ENDPOINT)):
+            waiting = pop_one_time_secrets()
+            if waiting:
+                return {"one_time_secrets": waiting}
         return {}
     return admin

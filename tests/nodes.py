@@ -7,6 +7,7 @@ import http.cookiejar
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -26,11 +27,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+NODE_SECRET_KEY = secrets.token_urlsafe(48)  # one per test run, shared by its nodes
+
+
 def node_env(database_url: str, redis_url: str, **extra) -> dict:
     key = base64.urlsafe_b64encode(b"s" * 32).decode()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSOLE_")}
     env.update({
-        "CONSOLE_ENV": "production", "CONSOLE_DATABASE_URL": database_url, "CONSOLE_SECRET_KEY": "node-secret-" + "x" * 40,
+        "CONSOLE_ENV": "production", "CONSOLE_DATABASE_URL": database_url, "CONSOLE_SECRET_KEY": NODE_SECRET_KEY,
         "CONSOLE_DATA_ENCRYPTION_KEY": base64.urlsafe_b64encode(b"t" * 32).decode(),
         "CONSOLE_BLIND_INDEX_KEY": base64.urlsafe_b64encode(b"b" * 32).decode(),
         "CONSOLE_AUDIT_SIGNING_KEY": key, "CONSOLE_WALLET_SERVICE_KEY": base64.urlsafe_b64encode(b"w" * 32).decode(),

@@ -6,7 +6,7 @@ from console import create_app
 
 PROD_ENV = {
     "CONSOLE_DATABASE_URL": "postgresql+psycopg://app@db/console",
-    "CONSOLE_SECRET_KEY": "x" * 48,
+    "CONSOLE_SECRET_KEY": "rK3v9QmZt1Lw8Xb2Nf5Hc7Jd0Ps4Ug6Ya_-eTiOoWqEnRlMkBzVyxCaGhDj",
     "CONSOLE_DATA_ENCRYPTION_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
     "CONSOLE_BLIND_INDEX_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
     "CONSOLE_AUDIT_SIGNING_KEY": "dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
@@ -60,3 +60,71 @@ def test_each_create_app_is_independent(tmp_path):
     assert first.extensions["admin"][0] is not second.extensions["admin"][0]
     assert {r.endpoint for r in first.url_map.iter_rules()} == {r.endpoint for r in second.url_map.iter_rules()}
     assert ProductionConfig.SESSION_COOKIE_SECURE
+
+
+def _production_env(monkeypatch):
+    for key, value in PROD_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize("value", ["x", "x" * 48, "abcd" * 10, "short-but-mixed-Key-9"])
+def test_production_refuses_a_short_or_predictable_secret_key(monkeypatch, value):
+    _production_env(monkeypatch)
+    monkeypatch.setenv("CONSOLE_SECRET_KEY", value)
+    with pytest.raises(ConfigError, match="CONSOLE_SECRET_KEY must be at least 32 random bytes"):
+        load_config("production")
+
+
+def test_production_accepts_a_generated_secret_key(monkeypatch):
+    import secrets
+
+    _production_env(monkeypatch)
+    for value in (secrets.token_urlsafe(48), secrets.token_hex(32)):
+        monkeypatch.setenv("CONSOLE_SECRET_KEY", value)
+        assert load_config("production")["SECRET_KEY"] == value
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATA_ENCRYPTION_KEY", "BLIND_INDEX_KEY", "AUDIT_SIGNING_KEY",
+                                  "WALLET_SERVICE_KEY", "DATABASE_URL"])
+def test_every_secret_can_come_from_a_file(monkeypatch, tmp_path, name):
+    _production_env(monkeypatch)
+    value = PROD_ENV[f"CONSOLE_{name}"]
+    path = tmp_path / name.lower()
+    path.write_text(value + "\n")  # one trailing newline, as editors and `echo` leave it
+    monkeypatch.delenv(f"CONSOLE_{name}")
+    monkeypatch.setenv(f"CONSOLE_{name}_FILE", str(path))
+    assert load_config("production")[name] == value
+
+
+def test_a_secret_file_keeps_everything_but_one_trailing_newline(monkeypatch, tmp_path):
+    path = tmp_path / "token"
+    path.write_bytes(b" token with spaces \n\n")
+    monkeypatch.setenv("CONSOLE_SMS_HTTP_TOKEN_FILE", str(path))
+    assert load_config("testing")["SMS_HTTP_TOKEN"] == " token with spaces \n"
+
+
+def test_an_unreadable_secret_file_is_named(monkeypatch, tmp_path):
+    _production_env(monkeypatch)
+    monkeypatch.delenv("CONSOLE_SECRET_KEY")
+    monkeypatch.setenv("CONSOLE_SECRET_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="CONSOLE_SECRET_KEY_FILE: cannot read .*missing"):
+        load_config("production")
+
+
+def test_a_secret_set_both_ways_is_refused(monkeypatch, tmp_path):
+    _production_env(monkeypatch)
+    path = tmp_path / "key"
+    path.write_text(PROD_ENV["CONSOLE_DATA_ENCRYPTION_KEY"])
+    monkeypatch.setenv("CONSOLE_DATA_ENCRYPTION_KEY_FILE", str(path))
+    with pytest.raises(ConfigError, match="Both CONSOLE_DATA_ENCRYPTION_KEY and CONSOLE_DATA_ENCRYPTION_KEY_FILE"):
+        load_config("production")
+
+
+def test_an_empty_secret_file_counts_as_missing(monkeypatch, tmp_path):
+    _production_env(monkeypatch)
+    path = tmp_path / "empty"
+    path.write_text("\n")
+    monkeypatch.delenv("CONSOLE_AUDIT_SIGNING_KEY")
+    monkeypatch.setenv("CONSOLE_AUDIT_SIGNING_KEY_FILE", str(path))
+    with pytest.raises(ConfigError, match="CONSOLE_AUDIT_SIGNING_KEY"):
+        load_config("production")

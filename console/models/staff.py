@@ -60,6 +60,11 @@ class Staff(UserMixin, db.Model):
 
     failed_signins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last lock the staff member has not been told about yet. The sign-in form answers a
+    # locked account like a wrong password (no employee number can be confirmed), so the lock is
+    # shown after the next successful sign-in instead.
+    lock_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lock_notice_failures: Mapped[int | None] = mapped_column(Integer)
     # Bumped to end every session of this staff member at once.
     session_generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -106,3 +111,43 @@ class StaffSession(db.Model):
     ended_reason: Mapped[str | None] = mapped_column(String(16))
 
     staff: Mapped[Staff] = relationship(back_populates="sessions")
+
+
+class PendingSignin(db.Model):
+    """A sign-in between its password step and its session, kept server-side.
+
+    The browser holds only a random token (its SHA-256 is stored here), never who is signing in
+    or which step was passed: the cookie's signing key alone cannot make anyone signed in. The
+    token changes at every step passed, the row is bound to the address the password came from,
+    expires STAFF_PENDING_SIGNIN_SECONDS after the password step and is deleted when the sign-in
+    completes or fails for good.
+    """
+
+    __tablename__ = "pending_signin"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    # "password": the password was right; "second_factor": the TOTP code too (or was enrolled).
+    step: Mapped[str] = mapped_column(String(16))
+    # The authenticator secret offered for enrolment, AES-GCM encrypted.
+    enrol_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    next_url: Mapped[str | None] = mapped_column(String(512))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    staff: Mapped[Staff] = relationship()
+
+
+class OneTimeSecret(db.Model):
+    """An initial password waiting to be shown once to the admin session that issued it."""
+
+    __tablename__ = "one_time_secret"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    staff_session_id: Mapped[int] = mapped_column(ForeignKey("staff_session.id"), index=True)
+    employee_no: Mapped[str] = mapped_column(String(16))
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ..models.staff import Branch, Role, Staff, StaffSession
+from .. import crypto
+from ..models.staff import Branch, OneTimeSecret, Role, Staff, StaffSession
 from ..passwords import generate_initial_password, hash_password
 from ..permissions import ADMIN_MANAGE, can
 from ..timeutil import utcnow
@@ -136,6 +137,24 @@ def unlock_staff(session: Session, actor: Actor, staff: Staff) -> None:
     audit.record(session, actor, "staff.unlock", before=before, after=staff_snapshot(staff))
 
 
+def record_branch_change(session: Session, actor: Actor, branch: Branch, before: dict | None) -> None:
+    """Audit an edit of a branch. Deactivating it ends every session and API token of its staff
+    at once (and their sign-ins under way); they cannot sign in while it stays inactive."""
+    details = None
+    if before is not None and before.get("active") and not branch.active:
+        ended = sum(end_all_sessions(session, staff, "branch_inactive") for staff in branch.staff)
+        details = {"sessions_ended": ended}
+    audit.record(session, actor, "branch.create" if before is None else "branch.update",
+                 before=before, after=branch_snapshot(branch), details=details)
+
+
+def set_branch_active(session: Session, actor: Actor, branch: Branch, active: bool) -> None:
+    _require_admin(session, actor, "branch.update")
+    before = branch_snapshot(branch)
+    branch.active = active
+    record_branch_change(session, actor, branch, before)
+
+
 def create_branch(session: Session, actor: Actor, *, code: str, name: str, kind: str) -> Branch:
     _require_admin(session, actor, "branch.create")
     if session.scalar(select(Branch.id).where(Branch.code == code)):
@@ -145,3 +164,24 @@ def create_branch(session: Session, actor: Actor, *, code: str, name: str, kind:
     session.flush()
     audit.record(session, actor, "branch.create", after=branch_snapshot(branch))
     return branch
+
+
+def keep_one_time_secret(session: Session, staff_session_id: int, employee_no: str, secret: str) -> None:
+    """Hold an initial password, encrypted, for the one page view of the admin session that
+    issued it. It is kept server-side: a copy of an earlier cookie cannot show it again."""
+    session.add(OneTimeSecret(
+        staff_session_id=staff_session_id, employee_no=employee_no, created_at=utcnow(),
+        secret_enc=crypto.encrypt(secret, context=f"one-time:{staff_session_id}")))
+    session.flush()
+
+
+def take_one_time_secrets(session: Session, staff_session_id: int) -> list[tuple[str, str]]:
+    """The initial passwords waiting for this admin session, deleted as they are read."""
+    rows = session.scalars(select(OneTimeSecret).where(OneTimeSecret.staff_session_id == staff_session_id)
+                           .order_by(OneTimeSecret.id)).all()
+    items = [(row.employee_no, crypto.decrypt(row.secret_enc, context=f"one-time:{staff_session_id}"))
+             for row in rows]
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return items

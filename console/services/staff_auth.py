@@ -12,11 +12,11 @@ from datetime import timedelta
 
 import pyotp
 from flask import current_app
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import crypto
-from ..models.staff import Staff, StaffSession
+from ..models.staff import PendingSignin, Staff, StaffSession
 from ..passwords import hash_password, staff_password_problems, verify_password
 from ..timeutil import utcnow
 from . import audit
@@ -27,9 +27,14 @@ GENERIC_FAILURE = "bad_credentials"
 
 @dataclass
 class SigninResult:
-    status: str  # "ok", "invalid", "locked"
+    """``status`` is "ok", "invalid" or "locked". The password step never answers "locked": a
+    locked account, an inactive one and an unknown number all answer "invalid" (``reason`` says
+    which, for the audit trail and the tests, never for the person signing in)."""
+
+    status: str
     staff: Staff | None = None
     locked_until: object = None
+    reason: str | None = None
 
 
 def _cfg(name):
@@ -77,7 +82,9 @@ def _fail_attempt(session: Session, staff: Staff, actor: Actor, step: str) -> Si
                  details={"employee_no": staff.employee_no, "step": step,
                           "failures": staff.failed_signins})
     if staff.failed_signins >= _cfg("STAFF_LOCKOUT_THRESHOLD"):
-        staff.locked_until = utcnow() + timedelta(minutes=_cfg("STAFF_LOCKOUT_MINUTES"))
+        now = utcnow()
+        staff.locked_until = now + timedelta(minutes=_cfg("STAFF_LOCKOUT_MINUTES"))
+        staff.lock_notice_at, staff.lock_notice_failures = now, staff.failed_signins
         audit.record(session, Actor.system(), "staff.locked", reason_code="too_many_failures",
                      after={"employee_no": staff.employee_no,
                             "locked_until": staff.locked_until.isoformat()})
@@ -90,35 +97,62 @@ def _is_locked(staff: Staff) -> bool:
 
 
 def check_password(session: Session, employee_no: str, password: str, *, source_ip: str | None) -> SigninResult:
-    """First step of sign-in. Unknown number and wrong password look the same to the caller."""
+    """First step of sign-in.
+
+    Unknown number, wrong password, locked account, disabled account and inactive branch look the
+    same to the caller ("invalid") and cost the same: one argon2id verification each, a dummy one
+    where the real hash is not checked, so neither the answer nor its timing confirms a number.
+    """
     actor = Actor.anonymous(source_ip=source_ip)
     staff = session.scalar(select(Staff).where(Staff.employee_no == employee_no.strip()))
     if staff is None:
-        verify_password(None, password)  # same cost as a real check
+        _spend_dummy_check(password)
         audit.record(session, actor, "staff.signin", outcome="failed", reason_code="unknown_employee",
                      details={"employee_no": employee_no.strip()[:16]})
-        return SigninResult("invalid")
+        return SigninResult("invalid", reason="unknown_employee")
     actor = _actor(staff, source_ip)
-    if not staff.active:
-        verify_password(None, password)
-        audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_disabled",
+    refusal = _account_refusal(staff)
+    if refusal:
+        _spend_dummy_check(password)
+        audit.record(session, actor, "staff.signin", outcome="denied", reason_code=refusal,
                      details={"employee_no": staff.employee_no})
-        return SigninResult("invalid")
+        return SigninResult("invalid", staff, reason=refusal)
     if _is_locked(staff) or not _reserve_attempt(session, staff):
+        _spend_dummy_check(password)
         audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_locked",
                      details={"employee_no": staff.employee_no})
-        return SigninResult("locked", staff, staff.locked_until)
+        return SigninResult("invalid", staff, staff.locked_until, reason="account_locked")
     if not verify_password(staff.password_hash, password):
-        return _fail_attempt(session, staff, actor, "password")
+        result = _fail_attempt(session, staff, actor, "password")
+        return SigninResult("invalid", staff, result.locked_until, reason=GENERIC_FAILURE)
     _return_slot(session, staff)
     return SigninResult("ok", staff)
+
+
+def _spend_dummy_check(password: str) -> None:
+    """One argon2id verification against a dummy hash: the cost of a real check."""
+    verify_password(None, password)
+
+
+def account_refused(staff: Staff) -> bool:
+    """Whether this account may not sign in at all (disabled, or its branch inactive)."""
+    return _account_refusal(staff) is not None
+
+
+def _account_refusal(staff: Staff) -> str | None:
+    """Why this account may not sign in at all, whatever its credentials (None: it may)."""
+    if not staff.active:
+        return "account_disabled"
+    if staff.branch is not None and not staff.branch.active:
+        return "branch_inactive"
+    return None
 
 
 def check_totp(session: Session, staff: Staff, code: str, *, source_ip: str | None) -> SigninResult:
     """Second step: the authenticator code. A code is accepted once (no replay)."""
     actor = _actor(staff, source_ip)
-    if not staff.active:
-        return SigninResult("invalid")
+    if _account_refusal(staff):
+        return SigninResult("invalid", reason=_account_refusal(staff))
     if _is_locked(staff) or not _reserve_attempt(session, staff):
         audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_locked",
                      details={"employee_no": staff.employee_no, "step": "totp"})
@@ -192,6 +226,23 @@ def change_own_password(session: Session, staff: Staff, new_password: str, *, so
     return []
 
 
+@dataclass
+class LockNotice:
+    """A lock the staff member has not been told about: shown after their next web sign-in."""
+
+    locked_at: object
+    failures: int
+
+
+def take_lock_notice(staff: Staff) -> LockNotice | None:
+    """The untold lock of this account, once (the caller shows it and commits)."""
+    if staff.lock_notice_at is None:
+        return None
+    notice = LockNotice(staff.lock_notice_at, staff.lock_notice_failures or 0)
+    staff.lock_notice_at = staff.lock_notice_failures = None
+    return notice
+
+
 def start_session(session: Session, staff: Staff, *, source_ip: str | None, kind: str = "web") -> tuple[str, StaffSession]:
     """Complete sign-in: a brand-new session (never reused), failures reset."""
     now = utcnow()
@@ -224,6 +275,8 @@ def resolve_session(session: Session, token: str | None) -> tuple[StaffSession |
     reason = None
     if not staff.active or row.generation != staff.session_generation:
         reason = "revoked"
+    elif staff.branch is not None and not staff.branch.active:
+        reason = "branch_inactive"
     elif now - row.created_at > timedelta(hours=_cfg("STAFF_ABSOLUTE_TIMEOUT_HOURS")):
         reason = "absolute_timeout"
     elif now - row.last_seen_at > timedelta(minutes=_cfg("STAFF_IDLE_TIMEOUT_MINUTES")):
@@ -244,6 +297,77 @@ def end_session(session: Session, row: StaffSession, reason: str, *, actor: Acto
     action = "staff.signout" if reason == "signout" else "staff.session_end"
     audit.record(session, actor, action, reason_code=reason,
                  details={"employee_no": row.staff.employee_no, "session": row.public_id})
+
+
+# --- pending sign-ins (between the password step and the session) --------------------------
+
+PENDING_PASSWORD = "password"          # the password was right
+PENDING_SECOND_FACTOR = "second_factor"  # and the TOTP code (or the enrolment) too
+
+
+def begin_pending_signin(session: Session, staff: Staff, *, source_ip: str | None,
+                         next_url: str | None) -> str:
+    """The password step passed: a server-side pending sign-in; returns the token for the cookie.
+
+    Expired rows of anyone are deleted on the way (they are never valid again).
+    """
+    now = utcnow()
+    session.execute(delete(PendingSignin).where(PendingSignin.expires_at <= now)
+                    .execution_options(synchronize_session=False))
+    token = secrets.token_urlsafe(32)
+    session.add(PendingSignin(
+        token_digest=crypto.token_digest(token), staff_id=staff.id, generation=staff.session_generation,
+        step=PENDING_PASSWORD, next_url=next_url if next_url and len(next_url) <= 512 else None,
+        source_ip=source_ip, created_at=now,
+        expires_at=now + timedelta(seconds=_cfg("STAFF_PENDING_SIGNIN_SECONDS"))))
+    session.flush()
+    return token
+
+
+def resolve_pending_signin(session: Session, token, *, source_ip: str | None) -> tuple[PendingSignin | None, str | None]:
+    """The live pending sign-in for a cookie token, or (None, why not).
+
+    A token from another address, an expired one, or one whose account can no longer sign in
+    is deleted: it never works again, from anywhere.
+    """
+    if not isinstance(token, str) or not token or len(token) > 128:
+        return None, None
+    row = session.scalar(select(PendingSignin).where(PendingSignin.token_digest == crypto.token_digest(token)))
+    if row is None:
+        return None, None
+    staff = row.staff
+    reason = None
+    if row.expires_at <= utcnow():
+        reason = "expired"
+    elif row.source_ip != source_ip:
+        reason = "address_changed"
+    elif _account_refusal(staff) or row.generation != staff.session_generation:
+        reason = "revoked"
+    if reason is None:
+        return row, None
+    if reason != "expired":
+        audit.record(session, _actor(staff, source_ip), "staff.signin", outcome="denied",
+                     reason_code=f"pending_{reason}",
+                     details={"employee_no": staff.employee_no, "step": row.step})
+    session.delete(row)
+    session.flush()
+    return None, reason
+
+
+def advance_pending_signin(session: Session, row: PendingSignin, step: str | None = None) -> str:
+    """A step passed: record it and replace the token (each token serves one step only)."""
+    if step:
+        row.step = step
+    token = secrets.token_urlsafe(32)
+    row.token_digest = crypto.token_digest(token)
+    session.flush()
+    return token
+
+
+def end_pending_signin(session: Session, row: PendingSignin) -> None:
+    """The sign-in completed or failed for good: its token never works again."""
+    session.delete(row)
+    session.flush()
 
 
 def _actor(staff: Staff, source_ip: str | None, session_id: str | None = None) -> Actor:

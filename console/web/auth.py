@@ -1,12 +1,10 @@
 """Staff sign-in pages: employee number + password, then TOTP (enrolled at first sign-in)."""
 from __future__ import annotations
 
-import base64
-import time
-
 import segno
 from flask import (Blueprint, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
+from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -16,7 +14,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from .. import crypto
 from ..extensions import db, login_manager
-from ..models.staff import Staff
+from ..models.staff import PendingSignin, Staff
 from ..passwords import STAFF_PASSWORD_MESSAGES
 from ..services import staff_auth
 from .security import client_ip, current_actor, is_safe_next, requires
@@ -29,6 +27,7 @@ TIMEOUT_MESSAGES = {
     "revoked": _l("Your session was ended by an administrator. Please sign in again."),
     "password_reset": _l("Your password was reset by an administrator. Please sign in again."),
     "totp_reset": _l("Your authenticator was reset by an administrator. Please sign in again."),
+    "branch_inactive": _l("Your branch was deactivated, which ended your session."),
 }
 
 
@@ -60,43 +59,60 @@ def _unauthorized():
     return redirect(url_for("auth.login", next=target.rstrip("?") if target else None))
 
 
-# --- pending sign-in state (signed cookie, short-lived) -------------------------------
+# --- pending sign-in state (server-side; the cookie holds only a random token) ------------
+#
+# session["pending"] = {"token": <random>, "staff": <id>}: only the token counts, looked up by
+# its digest in pending_signin (bound to the address, expiring, replaced at every step). The
+# staff id is a hint for the rate limiter's key (console/ratelimits.py) and is never trusted here.
+
+LOCKED_MESSAGE = _l("Too many failed attempts. This account is locked; try again later or ask an administrator to unlock it.")
 
 
-def _pending() -> tuple[dict, Staff] | tuple[None, None]:
+def _pending() -> tuple[PendingSignin, Staff] | tuple[None, None]:
     state = session.get("pending")
-    if not state:
+    token = state.get("token") if isinstance(state, dict) else None
+    row, reason = staff_auth.resolve_pending_signin(db.session, token, source_ip=client_ip())
+    if row is None:
+        if state is not None:
+            session.pop("pending", None)
+        if reason:
+            db.session.commit()  # the deletion and its audit event
+        if reason == "expired":
+            flash(_("The sign-in took too long. Please start again."), "warning")
         return None, None
-    if time.time() - state.get("t", 0) > current_app.config["STAFF_PENDING_SIGNIN_SECONDS"]:
-        session.pop("pending", None)
-        flash(_("The sign-in took too long. Please start again."), "warning")
-        return None, None
-    staff = db.session.get(Staff, state["staff"])
-    if staff is None or not staff.active or staff.session_generation != state.get("gen"):
-        session.pop("pending", None)
-        return None, None
-    return state, staff
+    return row, row.staff
 
 
-def _next_step(state: dict, staff: Staff):
-    if staff.totp_enrolled and not state.get("totp"):
+def _remember(token: str, staff: Staff) -> None:
+    session["pending"] = {"token": token, "staff": staff.id}
+
+
+def _next_step(row: PendingSignin, staff: Staff):
+    if staff.totp_enrolled and row.step != staff_auth.PENDING_SECOND_FACTOR:
         return redirect(url_for("auth.totp"))
     if staff.must_change_password:
         return redirect(url_for("auth.change_password"))
     if not staff.totp_enrolled:
         return redirect(url_for("auth.enrol"))
-    return _finish(state, staff)
+    return _finish(row, staff)
 
 
-def _finish(state: dict, staff: Staff):
-    target = state.get("next")
+def _finish(row: PendingSignin, staff: Staff):
+    target = row.next_url
+    lang = session.get("lang")
     session.clear()  # a brand-new session at every sign-in (no fixation)
+    staff_auth.end_pending_signin(db.session, row)
     token, _row = staff_auth.start_session(db.session, staff, source_ip=client_ip())
+    notice = staff_auth.take_lock_notice(staff)
     db.session.commit()
     session["sid"] = token
     session.permanent = True
-    if state.get("lang"):
-        session["lang"] = state["lang"]
+    if lang:
+        session["lang"] = lang
+    if notice:
+        flash(_("Your account was locked at %(time)s after %(n)s failed sign-in attempts. "
+                "If that was not you, tell your administrator.",
+                time=format_datetime(notice.locked_at, "yyyy-MM-dd HH:mm"), n=notice.failures), "warning")
     return redirect(target if is_safe_next(target) else url_for("home.index"))
 
 
@@ -110,61 +126,72 @@ def login():
     if form.validate_on_submit():
         result = staff_auth.check_password(db.session, form.employee_no.data, form.password.data,
                                            source_ip=client_ip())
-        db.session.commit()
         if result.status == "ok":
             lang = session.get("lang")
             session.clear()
-            session["pending"] = {"staff": result.staff.id, "gen": result.staff.session_generation,
-                                  "t": time.time(), "totp": False, "lang": lang,
-                                  "next": form.next.data if is_safe_next(form.next.data) else None}
-            return _next_step(session["pending"], result.staff)
-        if result.status == "locked" and result.staff is not None and result.staff.locked_until:
-            flash(_("Too many failed attempts. This account is locked; try again later or ask an administrator to unlock it."), "error")
-        else:
-            flash(_("Employee number or password is incorrect."), "error")
+            if lang:
+                session["lang"] = lang
+            token = staff_auth.begin_pending_signin(
+                db.session, result.staff, source_ip=client_ip(),
+                next_url=form.next.data if is_safe_next(form.next.data) else None)
+            db.session.commit()
+            _remember(token, result.staff)
+            row, staff = _pending()
+            return _next_step(row, staff)
+        db.session.commit()
+        # Unknown number, wrong password, locked or inactive account: one answer for all.
+        flash(_("Employee number or password is incorrect."), "error")
     return render_template("auth/login.html", form=form)
 
 
 @bp.route("/totp", methods=["GET", "POST"])
 def totp():
-    state, staff = _pending()
-    if state is None:
+    row, staff = _pending()
+    if row is None:
         return redirect(url_for("auth.login"))
-    if not staff.totp_enrolled:
-        return _next_step(state, staff)
+    if not staff.totp_enrolled or row.step == staff_auth.PENDING_SECOND_FACTOR:
+        return _next_step(row, staff)
     form = TotpForm()
     if form.validate_on_submit():
         result = staff_auth.check_totp(db.session, staff, form.code.data, source_ip=client_ip())
-        db.session.commit()
         if result.status == "ok":
-            state["totp"] = True
-            session["pending"] = state
-            return _next_step(state, staff)
-        if result.status == "locked":
+            token = staff_auth.advance_pending_signin(db.session, row, staff_auth.PENDING_SECOND_FACTOR)
+            db.session.commit()
+            _remember(token, staff)
+            return _next_step(row, staff)
+        if result.status != "invalid" or staff_auth.account_refused(staff):
+            # Failed for good (locked now, or the account can no longer sign in).
+            staff_auth.end_pending_signin(db.session, row)
+            db.session.commit()
             session.pop("pending", None)
-            flash(_("Too many failed attempts. This account is locked; try again later or ask an administrator to unlock it."), "error")
+            if result.status == "locked":
+                flash(LOCKED_MESSAGE, "error")
             return redirect(url_for("auth.login"))
+        db.session.commit()
         flash(_("The authenticator code is incorrect or was already used."), "error")
     return render_template("auth/totp.html", form=form, staff=staff)
 
 
 @bp.route("/change-password", methods=["GET", "POST"])
 def change_password():
-    state, staff = _pending()
-    if state is None:
+    row, staff = _pending()
+    if row is None:
         return redirect(url_for("auth.login"))
-    if staff.totp_enrolled and not state.get("totp"):
+    if staff.totp_enrolled and row.step != staff_auth.PENDING_SECOND_FACTOR:
         return redirect(url_for("auth.totp"))
     if not staff.must_change_password:
-        return _next_step(state, staff)
+        return _next_step(row, staff)
     form = ChangePasswordForm()
     if form.validate_on_submit():
         problems = staff_auth.change_own_password(db.session, staff, form.new_password.data,
                                                   source_ip=client_ip())
-        db.session.commit()
         if not problems:
+            token = staff_auth.advance_pending_signin(db.session, row)
+            db.session.commit()
+            _remember(token, staff)
             flash(_("Your password was changed."), "success")
-            return _next_step(state, staff)
+            return _next_step(row, staff)
+        db.session.commit()
         for code in problems:
             form.new_password.errors.append(
                 STAFF_PASSWORD_MESSAGES[code] % {"n": current_app.config["STAFF_PASSWORD_MIN_LENGTH"]})
@@ -174,25 +201,26 @@ def change_password():
 
 @bp.route("/enrol", methods=["GET", "POST"])
 def enrol():
-    state, staff = _pending()
-    if state is None:
+    row, staff = _pending()
+    if row is None:
         return redirect(url_for("auth.login"))
     if staff.totp_enrolled or staff.must_change_password:
-        return _next_step(state, staff)
-    if not state.get("enrol"):
-        sealed = crypto.encrypt(staff_auth.new_totp_secret(), context=f"enrol:{staff.id}")
-        state["enrol"] = base64.b64encode(sealed).decode()
-        session["pending"] = state
-    secret = crypto.decrypt(base64.b64decode(state["enrol"]), context=f"enrol:{staff.id}")
+        return _next_step(row, staff)
+    context = f"enrol:{staff.id}:{row.id}"
+    if row.enrol_secret_enc is None:
+        row.enrol_secret_enc = crypto.encrypt(staff_auth.new_totp_secret(), context=context)
+        db.session.commit()
+    secret = crypto.decrypt(row.enrol_secret_enc, context=context)
     form = TotpForm()
     if form.validate_on_submit():
         ok = staff_auth.enroll_totp(db.session, staff, secret, form.code.data, source_ip=client_ip())
-        db.session.commit()
         if ok:
-            state["totp"] = True
-            state.pop("enrol", None)
-            session["pending"] = state
-            return _next_step(state, staff)
+            row.enrol_secret_enc = None
+            token = staff_auth.advance_pending_signin(db.session, row, staff_auth.PENDING_SECOND_FACTOR)
+            db.session.commit()
+            _remember(token, staff)
+            return _next_step(row, staff)
+        db.session.commit()
         flash(_("The code does not match. Check the time on your phone and try the current code."), "error")
     uri = staff_auth.totp_uri(staff, secret)
     qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
@@ -220,8 +248,5 @@ def set_language():
     lang = request.form.get("lang", "")
     if lang in current_app.config["LANGUAGES"]:
         session["lang"] = lang
-        if session.get("pending"):
-            session["pending"]["lang"] = lang
-            session.modified = True
     target = request.form.get("next")
     return redirect(target if is_safe_next(target) else url_for("home.index"))
