@@ -16,6 +16,12 @@ at once (logged) instead of waiting for itself. PostgreSQL has no such restricti
 
 A staff member who hits a limit gets a 429 page and an audit event.
 
+Credentials (sign-in form, TOTP step, API tokens), SMS codes and searches are limited per person
+AND per address, each with one counter shared by the console and the API (``SHARED_LIMITS``): a
+person is ``staff:<id>`` whichever channel they use. The SMS cap per customer (across staff and
+channels) is not here but in console/services/verification.py, where the customer is known and the
+outbox rows are the exact count.
+
 The Limiter is built per application in ``create_app`` (its storage lives on the instance), and
 the limits are attached to the endpoints here, in one table, rather than scattered in decorators.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -53,15 +60,75 @@ PRUNE_EVERY_SECONDS = 60.0  # expired database counters are deleted at most this
 REDIS_SOCKET_TIMEOUT = 0.5
 
 
-def staff_key() -> str:
-    """Per staff member: the console session's staff id, or the API token (the limiter runs before
-    the API blueprint has resolved its bearer token)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if request.path.startswith("/api/") and scheme.lower() == "bearer" and token:
-        return f"token:{hashlib.sha256(token.strip().encode()).hexdigest()[:24]}"
-    if current_user and current_user.is_authenticated:
-        return f"staff:{current_user.id}"
+def address_key() -> str:
+    """Per source address (behind the trusted proxies), whatever the channel."""
     return f"ip:{get_remote_address()}"
+
+
+def _bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _lookup(query) -> int | None:
+    """One read on its own connection: never the request's session (on SQLite it must not open
+    the request's transaction before the view does)."""
+    try:
+        with db.engine.connect() as conn:
+            return conn.execute(query).scalar()
+    except SQLAlchemyError:
+        log.debug("rate limits: person lookup failed", exc_info=True)
+        return None
+
+
+def staff_key() -> str:
+    """Per staff member, one key for the console and the API: ``staff:<id>``.
+
+    The console has its signed-in user; the API its bearer token's session (resolved by the API
+    blueprint, or looked up here by the token's digest). A token that is unknown falls back to
+    its digest, and an anonymous request to its address.
+    """
+    from . import crypto
+    from .models.staff import StaffSession
+
+    staff_id = g.get("staff_id") if request.path.startswith("/api/") else None
+    if staff_id is None:
+        token = _bearer_token() if request.path.startswith("/api/") else None
+        if token:
+            digest = crypto.token_digest(token)
+            staff_id = _lookup(select(StaffSession.staff_id).where(StaffSession.token_digest == digest))
+            if staff_id is None:
+                return f"token:{digest[:24]}"
+        elif current_user and current_user.is_authenticated:
+            staff_id = current_user.id
+    return f"staff:{staff_id}" if staff_id is not None else address_key()
+
+
+EMPLOYEE_NO = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def signing_in_key() -> str:
+    """Per person signing in, one key for the sign-in form, its TOTP step and API token issuing:
+    ``staff:<id>`` of the account named (or ``employee:<number>`` for a number that names no
+    account), so a person's credential checks are counted together whatever the channel."""
+    from flask import session
+
+    from .models.staff import Staff
+
+    pending = session.get("pending") if request.endpoint == "auth.totp" else None
+    if isinstance(pending, dict) and isinstance(pending.get("staff"), int):
+        return f"staff:{pending['staff']}"
+    typed = None
+    if request.mimetype == "application/x-www-form-urlencoded":
+        typed = request.form.get("employee_no")
+    elif request.is_json:
+        data = request.get_json(silent=True)
+        typed = data.get("employee_no") if isinstance(data, dict) else None
+    if not isinstance(typed, str) or not EMPLOYEE_NO.fullmatch(typed.strip()):
+        return address_key()  # nothing names a person (or not in an employee number's shape)
+    typed = typed.strip()
+    staff_id = _lookup(select(Staff.id).where(Staff.employee_no == typed))
+    return f"staff:{staff_id}" if staff_id is not None else f"employee:{typed[:16]}"
 
 
 def customer_address_key() -> str:
@@ -78,19 +145,26 @@ def _config(name):
     return lambda: current_app.config[name]
 
 
-# endpoint -> (config key of the limit, key function, methods)
+# Limits shared across channels: each group has one counter per person and one per address, and
+# every endpoint of the group counts in both (Flask-Limiter shared limits: the scope names the
+# group, not the endpoint). A 429 on the sign-in form therefore also refuses POST /api/v1/tokens
+# from that address, before any credential is checked.
+# group -> (config key of the limit, {endpoint: methods})
+SHARED_LIMITS = {
+    "staff_signin": ("LIMIT_STAFF_SIGNIN", {
+        "auth.login": ["POST"], "auth.totp": ["POST"], "staff_api.issue_token": ["POST"]}),
+    "otp_send": ("LIMIT_OTP_SEND", {
+        "desk.verify_phone_start": ["POST"], "desk.verify_phone_resend": ["POST"],
+        "staff_api.verify_phone_start": ["POST"]}),
+    "search": ("LIMIT_SEARCH", {"desk.search": ["POST"], "staff_api.search_customers": ["POST"]}),
+}
+PERSON_KEYS = {"staff_signin": signing_in_key, "otp_send": staff_key, "search": staff_key}
+
+# endpoint -> (config key of the limit, key function, methods): limits of one endpoint alone.
 LIMITS = {
-    "auth.login": ("LIMIT_STAFF_SIGNIN", get_remote_address, ["POST"]),
-    "auth.totp": ("LIMIT_STAFF_SIGNIN", get_remote_address, ["POST"]),
-    "staff_api.issue_token": ("LIMIT_STAFF_SIGNIN", get_remote_address, ["POST"]),
     "wallet_api.sign_in": ("LIMIT_WALLET_SIGNIN", customer_address_key, ["POST"]),
     "wallet_api.change_password": ("LIMIT_WALLET_SIGNIN", customer_address_key, ["POST"]),
     "wallet_api.set_security_questions": ("LIMIT_WALLET_SIGNIN", customer_address_key, ["PUT"]),
-    "desk.verify_phone_start": ("LIMIT_OTP_SEND", staff_key, ["POST"]),
-    "desk.verify_phone_resend": ("LIMIT_OTP_SEND", staff_key, ["POST"]),
-    "staff_api.verify_phone_start": ("LIMIT_OTP_SEND", staff_key, ["POST"]),
-    "desk.search": ("LIMIT_SEARCH", staff_key, ["POST"]),
-    "staff_api.search_customers": ("LIMIT_SEARCH", staff_key, ["POST"]),
 }
 
 
@@ -107,6 +181,14 @@ def init_app(app) -> Limiter:
         view = app.view_functions[endpoint]
         app.view_functions[endpoint] = limiter.limit(_config(config_key), key_func=key_func, methods=methods,
                                                      scope=config_key.lower())(view)
+    for group, (config_key, endpoints) in SHARED_LIMITS.items():
+        for endpoint, methods in endpoints.items():
+            view = app.view_functions[endpoint]
+            # The person's counter and the address's counter, each shared by the group's endpoints.
+            for scope, key_func in ((f"{group}:person", PERSON_KEYS[group]), (f"{group}:address", address_key)):
+                view = limiter.shared_limit(_config(config_key), scope=scope, key_func=key_func,
+                                            methods=methods)(view)
+            app.view_functions[endpoint] = view
     app.extensions["rate_limiter"] = limiter
     return limiter
 

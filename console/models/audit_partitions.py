@@ -5,6 +5,13 @@
 Partitions are created ahead by the migration and by ``flask audit partitions`` (run it monthly
 from cron). Each partition carries the TRUNCATE guard itself, since statement triggers on the
 parent do not cover a TRUNCATE aimed at one partition.
+
+Privileges: a partition is a table of its own, reachable by name, and PostgreSQL checks its own
+grants when it is named (the parent's grants only cover access through the parent). So every run
+also gives each partition the parent's grants, but never more than SELECT and INSERT: whatever a
+role holds on ``audit_event`` (docs/postgresql.md: SELECT, INSERT for the app role) it holds on
+each partition, and UPDATE, DELETE, TRUNCATE, REFERENCES and TRIGGER on a partition are revoked
+from everyone but the owner, including what ``GRANT ... ON ALL TABLES`` or default privileges gave.
 """
 from __future__ import annotations
 
@@ -41,6 +48,48 @@ def _truncate_guard(conn, table: str) -> None:
                           "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"))
 
 
+# The most a partition grants anyone: the audit trail is read and appended, never changed.
+PARTITION_PRIVILEGES = ("SELECT", "INSERT")
+
+
+def _grants(conn, table: str) -> dict[str, set[str]]:
+    """{grantee: privileges} of a table's ACL, the owner left out (grantee "PUBLIC" for public)."""
+    rows = conn.execute(text(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, a.privilege_type "
+        "FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee "
+        "WHERE c.oid = CAST(:t AS regclass) AND a.grantee <> c.relowner"), {"t": table}).all()
+    grants: dict[str, set[str]] = {}
+    for grantee, privilege in rows:
+        grants.setdefault(grantee, set()).add(privilege)
+    return grants
+
+
+def partitions(conn) -> list[str]:
+    return list(conn.execute(text(
+        "SELECT quote_ident(c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass('audit_event') ORDER BY c.relname")).scalars())
+
+
+def sync_partition_grants(conn) -> list[str]:
+    """Give every partition the parent's grants, limited to SELECT and INSERT; returns the
+    statements it ran (none when the grants are already right)."""
+    wanted = {grantee: privileges & set(PARTITION_PRIVILEGES)
+              for grantee, privileges in _grants(conn, "audit_event").items()}
+    statements = []
+    for table in partitions(conn):
+        held = _grants(conn, table)
+        for grantee in sorted(set(held) | set(wanted)):
+            extra = held.get(grantee, set()) - wanted.get(grantee, set())
+            missing = wanted.get(grantee, set()) - held.get(grantee, set())
+            if extra:
+                statements.append(f"REVOKE {', '.join(sorted(extra))} ON {table} FROM {grantee}")
+            if missing:
+                statements.append(f"GRANT {', '.join(sorted(missing))} ON {table} TO {grantee}")
+    for statement in statements:
+        conn.execute(text(statement))
+    return statements
+
+
 def ensure_partitions(conn, *, today: date, back: int = 1, ahead: int = 12) -> list[str]:
     """Create the monthly partitions from ``back`` months ago to ``ahead`` months on; returns new ones."""
     created = []
@@ -60,6 +109,7 @@ def ensure_partitions(conn, *, today: date, back: int = 1, ahead: int = 12) -> l
         conn.execute(text(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF audit_event DEFAULT"))
         _truncate_guard(conn, DEFAULT_PARTITION)
         created.append(DEFAULT_PARTITION)
+    sync_partition_grants(conn)
     return created
 
 

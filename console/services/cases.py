@@ -31,6 +31,15 @@ def require(actor: Actor, permission: str, action: str, **fields) -> None:
         raise refusal(action, "not_permitted", **fields)
 
 
+def require_case_actor(actor: Actor, case: Case, action: str, **fields) -> None:
+    """Tellers and agents act on their own cases; supervisors on every case of their branch."""
+    if case.staff_id is not None and case.staff_id == actor.staff_id:
+        return
+    if can(actor, APPROVAL_DECIDE) and case.branch_id is not None and case.branch_id == actor.branch_id:
+        return
+    raise refusal(action, "not_your_case", case_ref=case.case_no, customer_ref=case.customer.customer_no, **fields)
+
+
 def search(session: Session, actor: Actor, kind: str, value: str, id_type: str = "resident_id") -> list[Customer]:
     """Exact match only, through the blind index; the query is audited masked."""
     require(actor, CUSTOMER_VIEW, "customer.search")
@@ -123,6 +132,8 @@ def add_note(session: Session, actor: Actor, case: Case, text: str) -> CaseNote:
     text = (text or "").strip()
     if not text or len(text) > 2000:
         raise InvalidInput("note_length", field="note")
+    require(actor, CUSTOMER_VIEW, "case.note", case_ref=case.case_no, customer_ref=case.customer.customer_no)
+    require_case_actor(actor, case, "case.note")
     _require_open(case, "case.note")
     note = CaseNote(case_id=case.id, staff_id=actor.staff_id, at=utcnow(), text=text)
     session.add(note)

@@ -16,7 +16,7 @@ from ..identity import mask_name
 from ..models.audit import AuditEvent
 from ..models.service import Receipt
 from ..pdf.receipt import build_receipt_pdf
-from ..permissions import AUDIT_READ_ALL, CUSTOMER_VIEW, can
+from ..permissions import APPROVAL_DECIDE, AUDIT_READ_ALL, CUSTOMER_VIEW, can
 from . import audit
 from .actor import Actor
 from .cases import refusal
@@ -107,10 +107,23 @@ def get_receipt(session: Session, actor: Actor, receipt_no: str) -> Receipt:
     return receipt
 
 
+def may_print(actor: Actor, receipt: Receipt) -> bool:
+    """Tellers and agents print their own receipts (issued by them, or of a case they opened);
+    supervisors their branch's; auditors any."""
+    if can(actor, AUDIT_READ_ALL):
+        return True
+    if actor.staff_id is not None and actor.staff_id in (receipt.issued_by, receipt.case.staff_id):
+        return True
+    return can(actor, APPROVAL_DECIDE) and receipt.branch_id is not None and receipt.branch_id == actor.branch_id
+
+
 def print_receipt(session: Session, actor: Actor, receipt: Receipt) -> tuple[bytes, bool]:
     """The first print is the original; every later one is marked as a copy. Both are audited."""
     if not can(actor, CUSTOMER_VIEW) and not can(actor, AUDIT_READ_ALL):
         raise refusal("receipt.print", "not_permitted", receipt_no=receipt.receipt_no)
+    if not may_print(actor, receipt):
+        raise refusal("receipt.print", "not_your_receipt", receipt_no=receipt.receipt_no,
+                      case_ref=receipt.case.case_no, customer_ref=receipt.case.customer.customer_no)
     copy = (receipt.prints or 0) > 0
     pdf = render(receipt, copy=copy)
     receipt.prints = (receipt.prints or 0) + 1

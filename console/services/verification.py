@@ -13,17 +13,20 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app
+from limits import parse as parse_limit
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..identity import document_problem, mask_id_number, normalise_id_number
+from ..models.customer import Customer
+from ..models.notification import Notification
 from ..models.service import Case, Verification
 from ..passwords import hash_password, verify_password
 from ..permissions import VERIFY_COUNTER, VERIFY_PHONE, can
 from ..timeutil import utcnow
 from . import audit, customers, notifications, wallet_credentials
 from .actor import Actor
-from .cases import refusal
+from .cases import refusal, require_case_actor
 from .errors import InvalidInput
 
 
@@ -73,6 +76,7 @@ def verify_at_counter(session: Session, actor: Actor, case: Case, *, id_type: st
     if not can(actor, VERIFY_COUNTER):
         raise refusal("verification.counter", "not_permitted", case_ref=case.case_no,
                       customer_ref=case.customer.customer_no)
+    require_case_actor(actor, case, "verification.counter")
     if case.status != "open" or case.channel != "counter":
         raise refusal("verification.counter", "wrong_case", case_ref=case.case_no,
                       customer_ref=case.customer.customer_no)
@@ -102,12 +106,20 @@ def _choose_questions(wallet) -> list[str]:
     return rng.sample(codes, min(2, len(codes)))
 
 
+def require_phone_verifier(session: Session, actor: Actor, case: Case) -> None:
+    """Phone verification needs its permission, and the actor's own case (a supervisor: the
+    branch's). Every phone step checks this first, so a teller is refused, not sent elsewhere."""
+    if not can(actor, VERIFY_PHONE):
+        raise refusal("verification.phone", "not_permitted", case_ref=case.case_no,
+                      customer_ref=case.customer.customer_no)
+    require_case_actor(actor, case, "verification.phone")
+
+
 def start_phone_verification(session: Session, actor: Actor, case: Case, wallet) -> Verification:
     """Send a code to the registered mobile and pick two of the customer's questions."""
     customer = case.customer
     fields = {"case_ref": case.case_no, "customer_ref": customer.customer_no}
-    if not can(actor, VERIFY_PHONE):
-        raise refusal("verification.phone", "not_permitted", **fields)
+    require_phone_verifier(session, actor, case)
     if case.status != "open" or case.channel != "phone":
         raise refusal("verification.phone", "wrong_case", **fields)
     if is_flagged(session, customer.id):
@@ -122,12 +134,35 @@ def start_phone_verification(session: Session, actor: Actor, case: Case, wallet)
 
 def resend_code(session: Session, actor: Actor, case: Case, row: Verification) -> None:
     """A new code replaces the old one; the tries already used still count."""
+    require_phone_verifier(session, actor, case)
     if row.status != "pending" or row.staff_id != actor.staff_id or row.case_id != case.id:
         raise refusal("verification.phone", "verification_not_pending", case_ref=case.case_no)
     _send_code(session, actor, case, row)
 
 
+def codes_sent_to_customer(session: Session, customer_id: int, since) -> int:
+    """Verification codes queued for one customer since ``since``, by any staff member and channel
+    (the outbox is the record of what was sent)."""
+    return session.scalar(select(func.count(Notification.id)).where(
+        Notification.customer_id == customer_id, Notification.kind == "verification_code",
+        Notification.created_at > since)) or 0
+
+
+def _check_customer_cap(session: Session, case: Case) -> None:
+    """At most LIMIT_OTP_PER_CUSTOMER codes to one customer's mobile, whoever sends them and
+    however (console, API): counted in the outbox, under the customer's row lock so concurrent
+    senders (PostgreSQL) take turns; SQLite has one writer at a time anyway."""
+    limit = parse_limit(_cfg("LIMIT_OTP_PER_CUSTOMER"))
+    session.execute(select(Customer.id).where(Customer.id == case.customer_id).with_for_update())
+    sent = codes_sent_to_customer(session, case.customer_id, utcnow() - timedelta(seconds=limit.get_expiry()))
+    if sent >= limit.amount:
+        raise refusal("verification.code_sent", "customer_sms_cap", case_ref=case.case_no,
+                      customer_ref=case.customer.customer_no, channel="phone",
+                      details={"codes_sent_in_window": sent, "limit": str(_cfg("LIMIT_OTP_PER_CUSTOMER"))})
+
+
 def _send_code(session, actor, case, row: Verification) -> None:
+    _check_customer_cap(session, case)
     code = f"{secrets.randbelow(10**6):06d}"
     row.code_hash = hash_password(code)
     row.code_expires_at = utcnow() + timedelta(minutes=_cfg("PHONE_CODE_VALID_MINUTES"))
@@ -142,6 +177,7 @@ def _send_code(session, actor, case, row: Verification) -> None:
 def check_phone_verification(session: Session, actor: Actor, case: Case, row: Verification, wallet, *,
                              code: str, answers: dict[str, str]) -> Verification:
     """Check the code the customer reads out and the two answers."""
+    require_phone_verifier(session, actor, case)
     if row.status != "pending" or row.staff_id != actor.staff_id or row.case_id != case.id:
         raise refusal("verification.phone", "verification_not_pending", case_ref=case.case_no)
     code = (code or "").strip()

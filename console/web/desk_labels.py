@@ -50,6 +50,9 @@ REFUSALS = {
     "no_longer_applicable": _l("The wallet's state has changed; this operation no longer applies. Reject the request."),
     "not_case_owner": _l("Only the staff member who opened this case can close it."),
     "not_found_or_other_branch": _l("Not found."),
+    "not_your_case": _l("This case belongs to a colleague: only the staff member who opened it, or a supervisor of its branch, can act on it."),
+    "not_your_receipt": _l("This receipt belongs to a colleague's case: only they, or a supervisor of the branch, can print it."),
+    "customer_sms_cap": _l("This customer has received the most verification codes allowed for now (from any branch or channel). Ask the customer to wait a few minutes, or to come to a counter."),
 }
 
 INPUT_ERRORS = {
