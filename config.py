@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +21,12 @@ INSTANCE_DIR = Path(os.environ.get("CONSOLE_INSTANCE_PATH", BASE_DIR / "instance
 # Secrets the application cannot run without (production refuses to start).
 REQUIRED_SECRETS = ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BLIND_INDEX_KEY", "AUDIT_SIGNING_KEY",
                     "WALLET_SERVICE_KEY")
+# Settings that are or may hold secrets: each can also be read from a file named by
+# CONSOLE_<NAME>_FILE (Docker/Kubernetes secrets, systemd credentials), never both.
+FILE_SETTINGS = REQUIRED_SECRETS + ("DATABASE_URL", "RATELIMIT_STORAGE_URI", "SMS_HTTP_TOKEN",
+                                    "REGISTRY_HTTP_TOKEN")
+SECRET_KEY_MIN_LENGTH = 32
+SECRET_KEY_MIN_BITS = 128
 
 
 class ConfigError(RuntimeError):
@@ -102,6 +110,9 @@ class BaseConfig:
     # lease (longer than any request lives: gunicorn's worker timeout is 30 s). A second submit
     # of a desk form waits up to this long for the first one's answer.
     IDEMPOTENCY_KEY_HOURS = 24
+    # The wallet API's bodies carry customers' passwords and answers: their fingerprints (keyed
+    # hashes) are kept only as long as the wallet back end's retries can take.
+    IDEMPOTENCY_WALLET_KEY_MINUTES = 15
     IDEMPOTENCY_LEASE_SECONDS = 60
     IDEMPOTENCY_FORM_WAIT_SECONDS = 10
     # The Retry-After of a 503 (the database is unavailable).
@@ -114,6 +125,7 @@ class BaseConfig:
     LIMIT_STAFF_SIGNIN = "20 per minute"
     LIMIT_WALLET_SIGNIN = "60 per minute"
     LIMIT_OTP_SEND = "5 per 10 minutes"
+    LIMIT_OTP_PER_CUSTOMER = "5 per 10 minutes"  # SMS codes to one customer, all staff and channels
     LIMIT_SEARCH = "60 per minute"
     # Requests come through this many trusted reverse proxies (0: use the socket address).
     TRUSTED_PROXY_HOPS = 0
@@ -166,8 +178,32 @@ class BaseConfig:
             if raw is None:
                 continue
             values[key] = _coerce(raw, default)
+        for key in FILE_SETTINGS:
+            from_file = _read_secret_file(key)
+            if from_file is not None:
+                values[key] = from_file
         values["SQLALCHEMY_DATABASE_URI"] = values.get("DATABASE_URL")
         return values
+
+
+def _read_secret_file(key: str) -> str | None:
+    """The value of CONSOLE_<key>_FILE's file, one trailing newline stripped (None: not set)."""
+    path = os.environ.get(f"CONSOLE_{key}_FILE")
+    if not path:
+        return None
+    if os.environ.get(f"CONSOLE_{key}") is not None:
+        raise ConfigError(f"Both CONSOLE_{key} and CONSOLE_{key}_FILE are set; set only one.")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            value = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"CONSOLE_{key}_FILE: cannot read {path!r} ({reason}).") from None
+    if value.endswith("\r\n"):
+        value = value[:-2]
+    elif value.endswith("\n"):
+        value = value[:-1]
+    return value
 
 
 def _coerce(raw: str, default):
@@ -246,8 +282,9 @@ class ProductionConfig(BaseConfig):
         if missing:
             raise ConfigError(
                 "Production configuration is incomplete; set " + ", ".join(missing)
-                + " in the environment. Refusing to start."
+                + " in the environment (or each as a file named by <NAME>_FILE). Refusing to start."
             )
+        _check_secret_key(values["SECRET_KEY"])
         return values
 
 
@@ -278,3 +315,14 @@ def _check_key(name: str, value: str) -> None:
         raw = b""
     if len(raw) != 32:
         raise ConfigError(f"CONSOLE_{name} must be 32 random bytes, base64 encoded.")
+
+
+def _check_secret_key(value: str) -> None:
+    """The session signing key must be long and random: whoever knows it can forge cookies."""
+    counts = Counter(value)
+    bits = -sum(n * math.log2(n / len(value)) for n in counts.values()) if value else 0.0
+    if len(value.encode()) < SECRET_KEY_MIN_LENGTH or bits < SECRET_KEY_MIN_BITS:
+        raise ConfigError(
+            f"CONSOLE_SECRET_KEY must be at least {SECRET_KEY_MIN_LENGTH} random bytes; the value given is "
+            "too short or not random enough. Generate one with "
+            "python -c \"import secrets;print(secrets.token_urlsafe(48))\".")

@@ -183,14 +183,19 @@ def test_a_request_still_in_flight_is_a_409_and_a_dead_holder_s_key_is_free_afte
 def test_answers_that_say_try_again_are_not_kept(app, wallet_api):
     app.config["WALLET_CLAIM_WAIT_SECONDS"] = 0.1
     wallet_no = make_wallet()
-    # Five claims are in flight: the attempt is answered "busy" without a check, with Retry-After.
-    db.session.execute(Wallet.__table__.update().where(Wallet.wallet_no == wallet_no).values(failed_count=5))
+    # Five claims are in flight (live workers): the attempt is answered "busy" without a check, with Retry-After.
+    wallet = get_wallet(wallet_no)
+    now = timeutil.utcnow()
+    for seq in range(1, 6):
+        db.session.add(LoginAttempt(wallet_id=wallet.id, at=now, purpose="sign_in", result="pending", seq=seq,
+                                    claim_owner="node-a:1:1", claim_expires_at=now + timedelta(seconds=4)))
+    db.session.execute(Wallet.__table__.update().where(Wallet.wallet_no == wallet_no).values(attempt_seq=5))
     db.session.commit()
     body = {"wallet_no": wallet_no, "password": WALLET_PASSWORD}
     busy = wallet_api("POST", "/sign-in", body, key_header="busy-key-01")
     assert busy.get_json()["result"] == "busy" and int(busy.headers["Retry-After"]) >= 1
-    db.session.execute(Wallet.__table__.update().where(Wallet.wallet_no == wallet_no).values(failed_count=0))
-    db.session.commit()
+    # Those checks end (here: their claims run out and are reclaimed by the retry).
+    timeutil.set_offset(timedelta(seconds=5))
     retried = wallet_api("POST", "/sign-in", body, key_header="busy-key-01")
     assert retried.get_json()["result"] == "ok" and "Idempotent-Replayed" not in retried.headers
 
@@ -211,16 +216,30 @@ def test_keys_are_kept_for_the_configured_time_then_pruned(app, wallet_api):
 
 
 def test_stored_answers_and_keys_are_not_readable_in_the_table(app, staff_api, client):
-    wallet_no = make_wallet()
+    customer_no = get_wallet(make_wallet()).customer.customer_no
     token = _token(client, make_staff("teller"))
-    found = staff_api("POST", "/customers/search", token, {"kind": "wallet_no", "value": wallet_no},
-                      key_header="search-key-1")
-    assert found.status_code == 200
+    opened = staff_api("POST", f"/customers/{customer_no}/cases", token, key_header="open-case-secret-1")
+    case_no = opened.get_json()["case_no"]
     row = db.session.scalars(select(IdempotencyKey)).one()
     assert row.state == "done" and row.scope.startswith("staff:")
-    assert "search-key-1" not in row.key_digest and wallet_no.encode() not in row.response_body_enc
-    assert wallet_no not in row.fingerprint
+    # The key is kept only as a digest; the answer only encrypted (it decrypts to the case number).
+    assert row.key_digest == idempotency.key_digest("open-case-secret-1") != "open-case-secret-1"
+    assert case_no.encode() not in row.response_body_enc and customer_no.encode() not in row.response_body_enc
+    assert case_no.encode() in idempotency._answer(
+        {**row.__dict__, "scope": row.scope, "key_digest": row.key_digest}).body
     db.session.rollback()
+
+
+def test_a_search_by_post_is_never_kept_or_replayed(app, staff_api, client):
+    """A search only reads: with a key it is searched (and audited) again, and nothing is stored."""
+    wallet_no = make_wallet()
+    token = _token(client, make_staff("teller"))
+    for _ in range(2):
+        found = staff_api("POST", "/customers/search", token, {"kind": "wallet_no", "value": wallet_no},
+                          key_header="search-key-1")
+        assert found.status_code == 200 and "Idempotent-Replayed" not in found.headers
+    assert _count(IdempotencyKey) == 0
+    assert len(audit_events("customer.search")) == 2
 
 
 # --- the staff API -----------------------------------------------------------------------------------------
@@ -319,6 +338,24 @@ def test_a_double_submitted_open_case_opens_one_case(app, client):
     assert fresh["form_token"] != fields["form_token"]
     assert client.post(f"/desk/customers/{customer_no}/cases", data=fresh).headers["Location"] != first.headers["Location"]
     assert _count(Case) == 2
+
+
+def test_a_form_resent_with_other_details_is_not_told_the_first_was_done(app, client):
+    """The back button, then another note in the same form: the second text is not silently dropped
+    behind the first one's "saved"; the teller is told and sent back to the page."""
+    customer_no = get_wallet(make_wallet()).customer.customer_no
+    sign_in(client, make_staff("teller"))
+    opened = client.post(f"/desk/customers/{customer_no}/cases",
+                         data=_form(client, f"/desk/customers/{customer_no}", f"/desk/customers/{customer_no}/cases"))
+    case_no = opened.headers["Location"].rsplit("/", 1)[1]
+    form = _form(client, f"/desk/cases/{case_no}", f"/desk/cases/{case_no}/notes")
+    assert client.post(f"/desk/cases/{case_no}/notes", data={**form, "text": "客户来电"}).status_code == 302
+    changed = client.post(f"/desk/cases/{case_no}/notes", data={**form, "text": "另一条备注"},
+                          headers={"Referer": f"http://localhost/desk/cases/{case_no}"})
+    assert changed.status_code == 303 and changed.headers["Location"] == f"/desk/cases/{case_no}"
+    page = client.get(changed.headers["Location"]).get_data(as_text=True)
+    assert "另一条备注" not in page and _count(CaseNote) == 1
+    assert "其他内容" in page  # the message says why
 
 
 def test_double_submits_of_notes_and_close_are_done_once_with_the_same_message(app, client):
@@ -649,3 +686,16 @@ def test_wallet_sign_in_with_its_connection_dropped_before_any_statement(app, ba
         db.session.commit()
     checked = _count(LoginAttempt, LoginAttempt.result == "invalid_credentials")
     assert checked == settled  # one settled check per key: no retry was counted twice
+
+
+def test_wallet_api_keys_are_kept_only_minutes(app, client):
+    """Wallet API bodies carry passwords: their keys (and fingerprints) go after minutes, not a day."""
+    wallet_no = make_wallet()
+    key = app.config["WALLET_SERVICE_KEY"]
+    response = client.post("/api/wallet/v1/sign-in", json={"wallet_no": wallet_no, "password": "wrong-password-1"},
+                           headers={"Authorization": f"Bearer {key}", "Idempotency-Key": "short-lived-1"})
+    assert response.status_code == 200
+    row = db.session.scalars(select(IdempotencyKey)).one()
+    kept = row.expires_at - row.created_at
+    assert kept == timedelta(minutes=app.config["IDEMPOTENCY_WALLET_KEY_MINUTES"]) < timedelta(hours=1)
+    db.session.rollback()

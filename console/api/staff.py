@@ -85,6 +85,8 @@ def call(fn, *args, **kwargs):
             raise ApiError(422, "invalid_request", "Some fields are missing or invalid.",
                            reason=reason, **({"field": exc.details["field"]} if "field" in exc.details else {})) from None
         status = 409 if exc.code == "conflict" or reason in ("already_pending", "already_decided") else 403
+        if reason == "customer_sms_cap":
+            status = 429  # the customer's SMS codes for the window are spent, by whoever sent them
         raise ApiError(status, reason, "The request was refused.") from None
     answers.commit()  # deferred: once.finish commits the work with its answer
     return result
@@ -107,19 +109,21 @@ def issue_token():
     code = field(data, "totp_code", pattern=re.compile(r"\d{6}"), max_length=6, errors=errors)
     raise_if(errors)
     ip = request.remote_addr
+    # Unknown number, wrong password or code, locked or inactive account: one answer for all,
+    # so the endpoint cannot confirm an employee number (issue #11 part 4).
+    refused = ApiError(401, "invalid_credentials",
+                       "Employee number, password or code is incorrect, or the account cannot sign in.")
     result = staff_auth.check_password(db.session, employee_no, password, source_ip=ip)
     db.session.commit()
     if result.status != "ok":
-        raise ApiError(401, "invalid_credentials" if result.status == "invalid" else "account_locked",
-                       "Employee number, password or code is incorrect, or the account is locked.")
+        raise refused
     staff = result.staff
     if staff.must_change_password or not staff.totp_enrolled:
         raise ApiError(403, "signin_incomplete", "Sign in to the console once to change the password and enrol TOTP.")
     result = staff_auth.check_totp(db.session, staff, code, source_ip=ip)
     db.session.commit()
     if result.status != "ok":
-        raise ApiError(401, "invalid_credentials" if result.status == "invalid" else "account_locked",
-                       "Employee number, password or code is incorrect, or the account is locked.")
+        raise refused
     token, row = staff_auth.start_session(db.session, staff, source_ip=ip, kind="api")
     db.session.commit()
     config = current_app.config
@@ -163,7 +167,7 @@ def search_customers():
     return jsonify({"customers": [_customer_json(c) for c in found]})
 
 
-@bp.get("/customers/<customer_no>")
+@bp.get("/customers/<customer_no:customer_no>")
 def get_customer(customer_no):
     customer = call(cases.get_customer, db.session, actor(), customer_no)
     return jsonify(_customer_json(customer, detail=True))
@@ -177,7 +181,7 @@ def _case_json(case) -> dict:
             "verification_strength": proof.strength if proof else None}
 
 
-@bp.post("/customers/<customer_no>/cases")
+@bp.post("/customers/<customer_no:customer_no>/cases")
 def open_case(customer_no):
     customer = call(cases.get_customer, db.session, actor(), customer_no, record_view=False)
     case = call(cases.open_case, db.session, actor(), customer)
@@ -188,7 +192,7 @@ def _case(case_no):
     return call(cases.get_case, db.session, actor(), case_no)
 
 
-@bp.get("/cases/<case_no>")
+@bp.get("/cases/<case_no:case_no>")
 def get_case(case_no):
     return jsonify(_case_json(_case(case_no)))
 
@@ -201,7 +205,7 @@ def _verification_json(row) -> dict:
             "code_tries": row.code_tries}
 
 
-@bp.post("/cases/<case_no>/verifications/counter")
+@bp.post("/cases/<case_no:case_no>/verifications/counter")
 def verify_counter(case_no):
     case = _case(case_no)
     data = json_body()
@@ -223,14 +227,14 @@ def _wallet(case) -> Wallet:
     return case.customer.wallets[0]
 
 
-@bp.post("/cases/<case_no>/verifications/phone")
+@bp.post("/cases/<case_no:case_no>/verifications/phone")
 def verify_phone_start(case_no):
     case = _case(case_no)
     row = call(verification.start_phone_verification, db.session, actor(), case, _wallet(case))
     return jsonify(_verification_json(row)), 201
 
 
-@bp.post("/cases/<case_no>/verifications/phone/check")
+@bp.post("/cases/<case_no:case_no>/verifications/phone/check")
 def verify_phone_check(case_no):
     case = _case(case_no)
     data = json_body()
@@ -241,6 +245,7 @@ def verify_phone_check(case_no):
                                                 for k, v in answers.items()):
         errors["answers"] = "must be an object of question code to answer"
     raise_if(errors)
+    call(verification.require_phone_verifier, db.session, actor(), case)
     pending = verification.pending_phone_verification(db.session, actor(), case)
     if pending is None:
         raise ApiError(409, "verification_not_pending", "Start a phone verification first.")
@@ -249,7 +254,7 @@ def verify_phone_check(case_no):
     return jsonify(_verification_json(row))
 
 
-@bp.post("/cases/<case_no>/operations")
+@bp.post("/cases/<case_no:case_no>/operations")
 def perform_operation(case_no):
     case = _case(case_no)
     data = json_body()
@@ -272,7 +277,7 @@ def perform_operation(case_no):
     return jsonify(body), 202 if result.approval is not None else 200
 
 
-@bp.post("/cases/<case_no>/close")
+@bp.post("/cases/<case_no:case_no>/close")
 def close_case(case_no):
     case = _case(case_no)
     receipt = call(receipts.close_and_issue, db.session, actor(), case)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import re
+from datetime import timedelta
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -51,7 +52,8 @@ def _authenticate_service():
         log.warning("wallet api: rejected service key from %s", request.remote_addr)
         return error_response(401, "unauthorized", "A valid service key is required (Authorization: Bearer ...).")
     # Idempotency-Keys belong to the service that presents the key.
-    return once.begin_api(f"wallet:{_key_digest(token.strip()).hex()[:16]}")
+    return once.begin_api(f"wallet:{_key_digest(token.strip()).hex()[:16]}",
+                          retention=timedelta(minutes=current_app.config["IDEMPOTENCY_WALLET_KEY_MINUTES"]))
 
 
 bp.after_request(once.finish)

@@ -82,7 +82,7 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     """Keyed digest of the request (method, path and body; JSON bodies in canonical form)."""
     try:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is json_body's 400
         canonical = body
     message = b"idempotency\x00" + method.upper().encode() + b"\x00" + path.encode() + b"\x00" + canonical
     return hmac.new(crypto.key("BLIND_INDEX_KEY"), message, hashlib.sha256).hexdigest()
@@ -109,8 +109,9 @@ def _context(scope: str, digest: str) -> str:
 
 
 def reserve(session: Session, scope: str, key: str, request_fingerprint: str | None, *, commit,
-            kind: str = "api", request_id: str | None = None) -> Decision:
-    """Reserve ``key`` for ``scope`` (committed), or say why not. ``request_fingerprint`` None: not compared."""
+            kind: str = "api", request_id: str | None = None, retention: timedelta | None = None) -> Decision:
+    """Reserve ``key`` for ``scope`` (committed), or say why not. ``request_fingerprint`` None: not compared.
+    ``retention``: how long the key and its answer are kept (default ``IDEMPOTENCY_KEY_HOURS``)."""
     digest = key_digest(key)
     fresh = {"fingerprint": request_fingerprint or "", "state": PENDING, "completed_at": None,
              "response_status": None, "response_headers": None, "response_body_enc": None,
@@ -119,7 +120,7 @@ def reserve(session: Session, scope: str, key: str, request_fingerprint: str | N
         now = utcnow()
         owner = secrets.token_hex(16)
         claim = {**fresh, "owner": owner, "lease_expires_at": now + _lease(), "created_at": now,
-                 "expires_at": now + _retention()}
+                 "expires_at": now + (retention or _retention())}
         row = session.execute(select(_table).where(_where(scope, digest))).mappings().first()
         if row is None:
             inserted = session.execute(_insert(session).values(scope=scope, key_digest=digest, **claim)

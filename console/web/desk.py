@@ -15,7 +15,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -89,6 +89,18 @@ def run(fn, *args, **kwargs):
         return None, exc
     answers.commit()
     return result, None
+
+
+def _refuse_with_403(fn, *args, **kwargs) -> None:
+    """Call a service's check: a refusal is recorded (after rollback) and answered with the 403 page."""
+    try:
+        fn(*args, **kwargs)
+    except DomainError as exc:
+        db.session.rollback()
+        if exc.audit:
+            audit.record_refusal(db.session, desk_actor(), exc.audit)
+            answers.commit()
+        abort(404 if isinstance(exc, NotFound) else 403)
 
 
 def _case(case_no: str) -> Case:
@@ -178,13 +190,19 @@ def _customer_view(customer):
         wallets.append({"wallet": wallet, "failures": failures, "sources": sources, "alerts": alerts,
                         "reason": wallet_signin.lock_reason(wallet),
                         "sign_in": wallet_signin.sign_in_state(db.session, wallet)})
-    past = db.session.scalars(select(Case).where(Case.customer_id == customer.id).order_by(Case.id.desc()).limit(10)).all()
-    return {"customer": customer, "wallets": wallets, "past_cases": past,
+    # Only the cases of the actor's own branch (the call centre is a branch too); the others are
+    # counted, never named.
+    branch_id = desk_actor().branch_id
+    past = db.session.scalars(select(Case).where(Case.customer_id == customer.id, Case.branch_id == branch_id)
+                              .order_by(Case.id.desc()).limit(10)).all()
+    elsewhere = db.session.scalar(select(func.count(Case.id)).where(
+        Case.customer_id == customer.id, or_(Case.branch_id != branch_id, Case.branch_id.is_(None)))) or 0
+    return {"customer": customer, "wallets": wallets, "past_cases": past, "cases_elsewhere": elsewhere,
             "flagged": verification.is_flagged(db.session, customer.id),
             "failed_verifications": verification.failed_recently(db.session, customer.id)}
 
 
-@bp.route("/customers/<customer_no>", methods=["GET"])
+@bp.route("/customers/<customer_no:customer_no>", methods=["GET"])
 def customer(customer_no):
     found, exc = run(cases.get_customer, db.session, desk_actor(), customer_no)
     if found is None:
@@ -195,7 +213,7 @@ def customer(customer_no):
                            revealed=None, id_types=ID_TYPES, mask_name=mask_name)
 
 
-@bp.route("/customers/<customer_no>/reveal", methods=["POST"])
+@bp.route("/customers/<customer_no:customer_no>/reveal", methods=["POST"])
 @requires("pii.reveal")
 def reveal(customer_no):
     actor = desk_actor()
@@ -211,7 +229,7 @@ def reveal(customer_no):
                            id_types=ID_TYPES, mask_name=mask_name)
 
 
-@bp.route("/customers/<customer_no>/wallets/<int:wallet_id>/clear-interrupted-sign-ins", methods=["POST"])
+@bp.route("/customers/<customer_no:customer_no>/wallets/<int:wallet_id>/clear-interrupted-sign-ins", methods=["POST"])
 @requires(WALLET_UNLOCK)
 def clear_interrupted_sign_ins(customer_no, wallet_id):
     """Settle the sign-ins whose server stopped before answering, instead of waiting for the
@@ -233,7 +251,7 @@ def clear_interrupted_sign_ins(customer_no, wallet_id):
     return redirect(url_for("desk.customer", customer_no=customer_no))
 
 
-@bp.route("/customers/<customer_no>/cases", methods=["POST"])
+@bp.route("/customers/<customer_no:customer_no>/cases", methods=["POST"])
 def open_case(customer_no):
     form = FlaskForm()
     if not form.validate_on_submit():
@@ -293,12 +311,12 @@ def _render_case(case, *, counter_form=None, status=200):
         operation_labels=OPERATION_LABELS, role_labels=ROLE_LABELS), status
 
 
-@bp.route("/cases/<case_no>", methods=["GET"])
+@bp.route("/cases/<case_no:case_no>", methods=["GET"])
 def case(case_no):
     return _render_case(_case(case_no))
 
 
-@bp.route("/cases/<case_no>/verify/counter", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/verify/counter", methods=["POST"])
 def verify_counter(case_no):
     found = _case(case_no)
     form = CounterForm()
@@ -322,9 +340,10 @@ def _wallet_of(case) -> Wallet:
     return case.customer.wallets[0]
 
 
-@bp.route("/cases/<case_no>/verify/phone", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/verify/phone", methods=["POST"])
 def verify_phone_start(case_no):
     found = _case(case_no)
+    _refuse_with_403(verification.require_phone_verifier, db.session, desk_actor(), found)
     if FlaskForm().validate_on_submit():
         row, _exc = run(verification.start_phone_verification, db.session, desk_actor(), found, _wallet_of(found))
         if row is not None:
@@ -332,9 +351,10 @@ def verify_phone_start(case_no):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/cases/<case_no>/verify/phone/resend", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/verify/phone/resend", methods=["POST"])
 def verify_phone_resend(case_no):
     found = _case(case_no)
+    _refuse_with_403(verification.require_phone_verifier, db.session, desk_actor(), found)
     if FlaskForm().validate_on_submit():
         pending = verification.pending_phone_verification(db.session, desk_actor(), found)
         if pending is None:
@@ -346,9 +366,10 @@ def verify_phone_resend(case_no):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/cases/<case_no>/verify/phone/check", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/verify/phone/check", methods=["POST"])
 def verify_phone_check(case_no):
     found = _case(case_no)
+    _refuse_with_403(verification.require_phone_verifier, db.session, desk_actor(), found)
     if FlaskForm().validate_on_submit():
         actor = desk_actor()
         pending = verification.pending_phone_verification(db.session, actor, found)
@@ -368,7 +389,7 @@ def verify_phone_check(case_no):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/cases/<case_no>/wallets/<int:wallet_id>/<operation>", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/wallets/<int:wallet_id>/<operation>", methods=["POST"])
 def operate(case_no, wallet_id, operation):
     found = _case(case_no)
     if operation not in operations.RULES:
@@ -391,7 +412,7 @@ def operate(case_no, wallet_id, operation):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/cases/<case_no>/notes", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/notes", methods=["POST"])
 def add_note(case_no):
     found = _case(case_no)
     form = NoteForm()
@@ -400,7 +421,7 @@ def add_note(case_no):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/cases/<case_no>/close", methods=["POST"])
+@bp.route("/cases/<case_no:case_no>/close", methods=["POST"])
 def close_case(case_no):
     found = _case(case_no)
     if FlaskForm().validate_on_submit():
@@ -410,7 +431,7 @@ def close_case(case_no):
     return redirect(url_for("desk.case", case_no=case_no))
 
 
-@bp.route("/receipts/<receipt_no>.pdf", methods=["POST"])
+@bp.route("/receipts/<receipt_no:receipt_no>.pdf", methods=["POST"])
 def receipt_pdf(receipt_no):
     """Printing changes state (the first print is the original, later ones copies): a POST."""
     if not FlaskForm().validate_on_submit():

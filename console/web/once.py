@@ -47,6 +47,9 @@ KEY_PATTERN = re.compile(r"[A-Za-z0-9._:~+/=\-]{8,128}")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_FIELD = "form_token"
 KEPT_HEADERS = ("Content-Type", "Location")
+# POSTs that only read (a search by POST keeps the number out of URLs and logs): their answers are
+# pages of customer data, never kept, and a retry simply searches again (and is audited again).
+READ_ONLY_POSTS = frozenset({"staff_api.search_customers"})
 
 
 class KeyLost(Exception):
@@ -68,7 +71,7 @@ def _path() -> str:
 # --- the APIs --------------------------------------------------------------------------------------
 
 
-def begin_api(scope: str):
+def begin_api(scope: str, *, retention=None):
     """``before_request`` of an API blueprint, once the caller is authenticated as ``scope``.
 
     Defers the request's commits to its answer, and reserves its Idempotency-Key, or answers
@@ -79,7 +82,7 @@ def begin_api(scope: str):
 
     answers.defer()
     raw = request.headers.get(HEADER)
-    if raw is None or request.method not in STATE_CHANGING:
+    if raw is None or request.method not in STATE_CHANGING or request.endpoint in READ_ONLY_POSTS:
         return None
     key = parse_key(raw)
     if key is None:
@@ -88,7 +91,7 @@ def begin_api(scope: str):
                               "(optionally in double quotes).")
     request_fingerprint = idempotency.fingerprint(request.method, _path(), request.get_data(cache=True))
     decision = idempotency.reserve(db.session, scope, key, request_fingerprint, commit=db.session.commit,
-                                   request_id=answers.request_id())
+                                   request_id=answers.request_id(), retention=retention)
     return _api_decision(decision)
 
 
@@ -175,9 +178,14 @@ def begin_form(endpoints: frozenset[str]):
     if row is None or not _token_valid(token, row.public_id):
         abort(400)
     scope = f"form:{row.public_id}"
+    # What was filled in: the same token sent again with other details (the back button, a
+    # changed reason) is not the same submission and must not be told the first one's "done".
+    fields = sorted((name, value) for name, values in request.form.lists() if name not in (FORM_FIELD, "csrf_token")
+                    for value in values)
+    filled = idempotency.fingerprint("POST", request.path, json.dumps(fields, ensure_ascii=False).encode())
     deadline = time.monotonic() + current_app.config["IDEMPOTENCY_FORM_WAIT_SECONDS"]
     while True:
-        decision = idempotency.reserve(db.session, scope, token, None, commit=db.session.commit, kind="form",
+        decision = idempotency.reserve(db.session, scope, token, filled, commit=db.session.commit, kind="form",
                                        request_id=answers.request_id())
         if decision.kind != "in_flight" or time.monotonic() >= deadline:
             break
@@ -190,6 +198,15 @@ def begin_form(endpoints: frozenset[str]):
         for category, message in json.loads(decision.answer.body or b"{}").get("flashes", []):
             flash(message, category)
         return redirect(decision.answer.headers["Location"], code=decision.answer.status)
+    if decision.kind == "mismatch":
+        from flask_babel import gettext as _
+
+        from .security import is_safe_next
+
+        flash(_("This form had already been sent with other details; nothing was done with these. "
+                "Check the page as it is now, then fill the form in again."), "error")
+        back = (request.referrer or "").partition(request.host_url.rstrip("/"))[2] if request.referrer else ""
+        return redirect(back if is_safe_next(back) else "/desk/", code=303)
     abort(409)
 
 
