@@ -74,9 +74,6 @@ class AuditCheckpoint(db.Model):
     signature: Mapped[str] = mapped_column(String(128))
 
 
-APPEND_ONLY_TABLES = ("audit_event", "audit_checkpoint")
-
-
 def append_only_ddl(dialect: str, table: str = "audit_event") -> list[str]:
     """Triggers that refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) on an audit table."""
     if dialect == "sqlite":

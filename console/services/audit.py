@@ -161,11 +161,6 @@ def _before_commit(session: Session) -> None:
         _append_pending(session)
 
 
-def pending_events(session: Session) -> list[dict]:
-    """Events queued in this transaction (for tests and diagnostics)."""
-    return list(session.info.get(_PENDING, []))
-
-
 # --- verification -----------------------------------------------------------------
 
 

@@ -17,8 +17,6 @@ from . import audit, customers, notifications
 from .actor import Actor
 from .errors import InvalidInput, NotAllowed, NotFound
 
-SEARCH_KINDS = ("wallet_no", "mobile", "id_number")
-
 
 def refusal(action: str, reason: str, message: str | None = None, **fields) -> NotAllowed:
     fields.pop("reason_code", None)  # the refusal's own reason is what the event records

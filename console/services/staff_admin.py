@@ -13,8 +13,6 @@ from . import audit
 from .actor import Actor
 from .errors import Conflict, InvalidInput, NotAllowed
 
-STAFF_AUDIT_FIELDS = ("employee_no", "name", "role", "branch", "active", "must_change_password",
-                      "totp_enrolled", "locked_until")
 BRANCH_AUDIT_FIELDS = ("code", "name", "kind", "active")
 
 

@@ -20,15 +20,6 @@ from .actor import Actor
 from .customers import customer_id_number, password_expiry
 from .errors import InvalidInput
 
-WALLET_PASSWORD_MESSAGES = {
-    "too_short": _l("The password must be at least %(n)s characters long."),
-    "common": _l("This password is too common; choose another."),
-    "contains_mobile": _l("The password must not contain the registered mobile number."),
-    "contains_id_number": _l("The password must not contain the ID number."),
-    "contains_birth_date": _l("The password must not contain the date of birth."),
-    "reused": _l("The password must differ from the last %(n)s passwords."),
-}
-
 SECURITY_QUESTIONS = {
     "mother_birthplace": _l("Where was your mother born?"),
     "first_school": _l("What was the name of your primary school?"),
