@@ -39,3 +39,14 @@ def test_drift_check_notices_a_difference(app):
     db.session.execute(text("ALTER TABLE branch ADD COLUMN stray INTEGER"))
     db.session.commit()
     assert _check_drift() != 0
+
+
+def test_old_migrations_do_not_take_their_trigger_ddl_from_the_models():
+    """Trigger DDL is frozen inside the migration that created it: editing a model helper must not
+    rewrite what an old migration does."""
+    from pathlib import Path
+
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    for path in sorted(versions.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert "append_only_ddl" not in source.replace("_append_only_ddl", ""), path.name

@@ -12,7 +12,6 @@ from datetime import date
 from alembic import op
 import sqlalchemy as sa
 
-from console.models.audit import append_only_ddl
 from console.models.audit_partitions import ensure_partitions
 
 revision = '0005_partition_audit'
@@ -27,6 +26,27 @@ INDEXES = (
     ("ix_audit_event_customer_seq", "customer_ref, seq"),
     ("ix_audit_event_branch_seq", "actor_branch, seq"),
 )
+
+
+
+# The append-only triggers as this migration created them, frozen here: a later change to the
+# model's helpers must not rewrite what an old migration did.
+def _append_only_ddl(dialect: str, table: str) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END",
+        ]
+    return [
+        "CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege'; END $$",
+        f"CREATE TRIGGER {table}_no_update_delete BEFORE UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
+    ]
 
 
 def upgrade():
@@ -47,7 +67,7 @@ def upgrade():
     ensure_partitions(bind, today=today, back=back, ahead=12)
     op.execute("INSERT INTO audit_event SELECT * FROM audit_event_old")
     op.execute("DROP TABLE audit_event_old")
-    for statement in append_only_ddl("postgresql", "audit_event"):
+    for statement in _append_only_ddl("postgresql", "audit_event"):
         op.execute(statement)
 
 
@@ -62,5 +82,5 @@ def downgrade():
     op.execute("ALTER TABLE audit_event ADD CONSTRAINT pk_audit_event PRIMARY KEY (seq)")
     for name, columns in INDEXES:
         op.execute(f"CREATE INDEX {name} ON audit_event ({columns})")
-    for statement in append_only_ddl("postgresql", "audit_event"):
+    for statement in _append_only_ddl("postgresql", "audit_event"):
         op.execute(statement)
