@@ -205,15 +205,7 @@ def test_teller_sees_and_clears_an_interrupted_sign_in(browser_page, app):
     timeutil.set_offset(timedelta(seconds=app.config["WALLET_CLAIM_TTL_SECONDS"] + 1))
     customer_no = get_wallet(wallet_no).customer.customer_no
     page = browser_page
-    handle = make_staff("teller")
-    page.goto(page.base_url + "/auth/login")
-    page.fill("#employee_no", handle.employee_no)
-    page.fill("#password", handle.password)
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/auth/totp")
-    page.fill("#code", totp_code(handle))
-    page.keyboard.press("Enter")
-    page.wait_for_url(page.base_url + "/")
+    _sign_in(page, make_staff("teller"))
     page.goto(page.base_url + f"/desk/customers/{customer_no}")
     assert "1 笔已中断" in page.content()
     shot(page, "06-interrupted-sign-in")
