@@ -314,6 +314,19 @@ def sign_in_wallet(wallet_no, password, *, source_ip="198.51.100.7"):
     return outcome
 
 
+def hold_live_claims(wallet_no, count=5, seconds=4):
+    """``count`` checks of the wallet in flight on live workers (claims expiring in ``seconds``)."""
+    from console.models.customer import LoginAttempt, Wallet
+
+    wallet = get_wallet(wallet_no)
+    now = timeutil.utcnow()
+    for seq in range(wallet.attempt_seq + 1, wallet.attempt_seq + count + 1):
+        db.session.add(LoginAttempt(wallet_id=wallet.id, at=now, purpose="sign_in", result="pending", seq=seq,
+                                    claim_owner="node-a:1:1", claim_expires_at=now + timedelta(seconds=seconds)))
+    wallet.attempt_seq += count
+    db.session.commit()
+
+
 def get_wallet(wallet_no):
     from console.models.customer import Wallet
 

@@ -33,8 +33,8 @@ from console.models.staff import Branch
 from console.passwords import verify_password
 from console.services import idempotency
 
-from .conftest import (PG_URL, WALLET_PASSWORD, _pg_admin_engine, audit_events, get_wallet, make_staff, make_wallet,
-                       sign_in, totp_code)
+from .conftest import (PG_URL, WALLET_PASSWORD, _pg_admin_engine, audit_events, get_wallet, hold_live_claims,
+                       make_staff, make_wallet, sign_in, totp_code)
 from .faults.crash import crash_before_statement, statements_counted
 
 WALLET = "/api/wallet/v1"
@@ -184,13 +184,7 @@ def test_answers_that_say_try_again_are_not_kept(app, wallet_api):
     app.config["WALLET_CLAIM_WAIT_SECONDS"] = 0.1
     wallet_no = make_wallet()
     # Five claims are in flight (live workers): the attempt is answered "busy" without a check, with Retry-After.
-    wallet = get_wallet(wallet_no)
-    now = timeutil.utcnow()
-    for seq in range(1, 6):
-        db.session.add(LoginAttempt(wallet_id=wallet.id, at=now, purpose="sign_in", result="pending", seq=seq,
-                                    claim_owner="node-a:1:1", claim_expires_at=now + timedelta(seconds=4)))
-    db.session.execute(Wallet.__table__.update().where(Wallet.wallet_no == wallet_no).values(attempt_seq=5))
-    db.session.commit()
+    hold_live_claims(wallet_no, 5, seconds=4)
     body = {"wallet_no": wallet_no, "password": WALLET_PASSWORD}
     busy = wallet_api("POST", "/sign-in", body, key_header="busy-key-01")
     assert busy.get_json()["result"] == "busy" and int(busy.headers["Retry-After"]) >= 1

@@ -2,26 +2,16 @@
 without a check, and says when to retry."""
 from datetime import timedelta
 
-from sqlalchemy import update
-
 from console import timeutil
-from console.extensions import db
-from console.models.customer import LoginAttempt, Wallet
 
-from .conftest import WALLET_PASSWORD, get_wallet, make_wallet, sign_in_wallet
+from .conftest import WALLET_PASSWORD, get_wallet, hold_live_claims, make_wallet, sign_in_wallet
 
 
 def test_live_claims_make_a_bounded_wait_then_busy_with_a_retry_time(app):
     app.config["WALLET_CLAIM_WAIT_SECONDS"] = 0.1
     wallet_no = make_wallet()
-    wallet = get_wallet(wallet_no)
-    now = timeutil.utcnow()
     # Five attempts are in flight (claimed, still being checked by live workers): nobody may check a sixth.
-    for seq in range(1, 6):
-        db.session.add(LoginAttempt(wallet_id=wallet.id, at=now, purpose="sign_in", result="pending", seq=seq,
-                                    claim_owner="node-a:1:1", claim_expires_at=now + timedelta(seconds=4)))
-    db.session.execute(update(Wallet).where(Wallet.id == wallet.id).values(attempt_seq=5))
-    db.session.commit()
+    hold_live_claims(wallet_no, 5, seconds=4)
     outcome = sign_in_wallet(wallet_no, WALLET_PASSWORD)
     assert outcome.result == "busy" and not outcome.password_checked
     assert 1 <= outcome.retry_after <= 4

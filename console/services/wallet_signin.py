@@ -199,13 +199,20 @@ def evaluate_risk(session: Session, wallet: Wallet) -> bool:
     return True
 
 
+def _attempt_row(session, wallet, result, *, at, source_ip, device_id, purpose, **fields) -> LoginAttempt:
+    """Add (and flush) one ``login_attempt`` row, with the client's address and device cut to size."""
+    row = LoginAttempt(wallet_id=wallet.id, at=at, source_ip=(source_ip or "")[:64] or None,
+                       device_id=(device_id or "")[:64] or None, purpose=purpose, result=result, **fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
 def _log_attempt(session, wallet, result, *, source_ip, device_id, purpose, checked) -> None:
     """An attempt refused without a claim (locked, frozen, busy): it has no place in the order."""
     now = utcnow()
-    session.add(LoginAttempt(wallet_id=wallet.id, at=now, source_ip=(source_ip or "")[:64] or None,
-                             device_id=(device_id or "")[:64] or None, purpose=purpose, result=result,
-                             password_checked=checked, settled_at=now))
-    session.flush()
+    _attempt_row(session, wallet, result, at=now, source_ip=source_ip, device_id=device_id, purpose=purpose,
+                 password_checked=checked, settled_at=now)
 
 
 def claim_owner() -> str:
@@ -244,12 +251,9 @@ def _claim(session: Session, wallet: Wallet, *, source_ip, device_id, purpose) -
     if row is None:
         return None
     now = utcnow()
-    attempt = LoginAttempt(wallet_id=wallet.id, at=now, source_ip=(source_ip or "")[:64] or None,
-                           device_id=(device_id or "")[:64] or None, purpose=purpose, result="pending",
-                           password_checked=False, seq=row[0], claim_owner=claim_owner(),
+    attempt = _attempt_row(session, wallet, "pending", at=now, source_ip=source_ip, device_id=device_id,
+                           purpose=purpose, password_checked=False, seq=row[0], claim_owner=claim_owner(),
                            claim_expires_at=now + _ttl())
-    session.add(attempt)
-    session.flush()
     session.refresh(wallet)
     return Claim(attempt.id, row[0], wallet.id, wallet.password_hash, wallet.temp_password_hash,
                  wallet.temp_password_expires_at, bool(wallet.must_change_password), wallet.password_expires_at)

@@ -30,6 +30,7 @@ import logging
 import re
 import secrets
 import time
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, g, has_request_context, redirect, request, session
 from werkzeug.exceptions import Conflict
@@ -205,7 +206,8 @@ def begin_form(endpoints: frozenset[str]):
 
         flash(_("This form had already been sent with other details; nothing was done with these. "
                 "Check the page as it is now, then fill the form in again."), "error")
-        back = (request.referrer or "").partition(request.host_url.rstrip("/"))[2] if request.referrer else ""
+        came_from = urlsplit(request.referrer or "")
+        back = came_from.path if came_from.netloc == request.host else ""
         return redirect(back if is_safe_next(back) else "/desk/", code=303)
     abort(409)
 
