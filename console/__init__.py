@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config_name: str | None = None, overrides: dict | None = None) -> Flask:
-    """Build a fresh, independent application: config -> extensions -> blueprints -> admin -> cli."""
+    """Build a fresh, independent application: config -> policy -> extensions -> blueprints -> admin -> cli."""
     app = ConsoleFlask(
         __name__,
         template_folder=str(ROOT / "templates"),
@@ -31,6 +31,10 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         raise ConfigError("No database configured; set CONSOLE_DATABASE_URL.")
     _engine_options(app)
+
+    from . import policy
+
+    policy.init_app(app)  # the bank's rules, checked once: a bad setting refuses to start
 
     from . import answers, models  # noqa: F401  (register tables)
     from .services import audit

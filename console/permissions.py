@@ -4,7 +4,7 @@ Views and services ask ``can(actor, "permission")``; nothing compares role names
 """
 from __future__ import annotations
 
-from .models.staff import Role
+from .codes import Role
 
 # Permission names, grouped as in DESIGN.md section 1.
 CUSTOMER_VIEW = "customer.view"

@@ -10,6 +10,7 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import text
 
+from console import policy
 from console.extensions import db
 from console.models.audit import ChainHead
 from console.services import audit, audit_export, audit_query, checkpoints
@@ -111,6 +112,7 @@ def test_pdf_report_export(app, client, login_as):
 
 def test_pdf_report_splits_into_volumes(app, client, login_as):
     app.config["PDF_REPORT_ROWS_PER_VOLUME"] = 40
+    policy.rebuild(app)
     _events(100)
     login_as("auditor", branch_code="HO-000")
     first = client.get("/audit/export.pdf?action=wallet.unlock")

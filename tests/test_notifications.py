@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from console.adapters.sms import DeliveryError, HttpGateway, LogGateway, SmsMessage
+from console import policy
 from console.extensions import db
 from console.models.notification import Notification, NotificationAttempt
 from console.services import notifications, wallet_credentials
@@ -155,6 +156,7 @@ def test_failed_delivery_backs_off_then_gives_up(app):
     from console import timeutil
 
     app.config.update(SMS_MAX_ATTEMPTS=3, SMS_RETRY_BASE_SECONDS=30)
+    policy.rebuild(app)
     make_wallet()  # setting its security questions queues one SMS
     counts = notifications.deliver_due(db.session, FailingGateway())
     assert counts == {"sent": 0, "retry": 1, "failed": 0}

@@ -1,6 +1,7 @@
 """Risk monitor: a burst of failures from many addresses freezes the wallet and raises an alert."""
 import json
 
+from console import policy
 from console.extensions import db
 from console.models.customer import RiskAlert
 from console.models.notification import Notification
@@ -36,6 +37,7 @@ def test_many_failures_from_one_address_lock_but_do_not_freeze(app):
 
 def test_rules_are_configuration(app):
     app.config.update(RISK_FREEZE_MIN_FAILURES=8, RISK_FREEZE_MIN_SOURCES=2)
+    policy.rebuild(app)
     wallet_no = make_wallet()
     for i in range(8):
         sign_in_wallet(wallet_no, "wrong-pass", source_ip=f"203.0.113.{i % 2}")

@@ -8,6 +8,7 @@ from flask_login import UserMixin
 from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..codes import Role  # noqa: F401  (the roles are listed in console.codes)
 from ..extensions import db
 from .types import UTCDateTime
 
@@ -16,14 +17,6 @@ class BranchKind(str, enum.Enum):
     branch = "branch"
     call_centre = "call_centre"
     head_office = "head_office"
-
-
-class Role(str, enum.Enum):
-    teller = "teller"
-    agent = "agent"
-    supervisor = "supervisor"
-    auditor = "auditor"
-    admin = "admin"
 
 
 class Branch(db.Model):

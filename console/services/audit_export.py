@@ -6,13 +6,12 @@ import csv
 import hashlib
 import io
 import json
-from zoneinfo import ZoneInfo
 
-from flask import current_app
 from sqlalchemy.orm import Session
 
+from .. import policy
 from ..pdf.report import build_report_pdf
-from ..timeutil import utcnow
+from ..timeutil import format_local, utcnow
 from . import audit, audit_query
 from .actor import Actor
 
@@ -70,8 +69,8 @@ def record_export(session: Session, actor: Actor, filters: audit_query.Filters, 
 
 def pdf_volume(session: Session, actor: Actor, filters: audit_query.Filters, volume: int) -> tuple[bytes, int, bool]:
     """Volume ``volume`` (1-based) of the PDF report; says whether a further volume exists."""
-    per = current_app.config["PDF_REPORT_ROWS_PER_VOLUME"]
-    zone = ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])
+    review = policy.current().review
+    per = review.pdf_rows_per_volume
     skip, rows, more = (volume - 1) * per, [], []
 
     def generate():
@@ -82,12 +81,12 @@ def pdf_volume(session: Session, actor: Actor, filters: audit_query.Filters, vol
                 more.append(True)
                 return
             rows.append(1)
-            yield (event.seq, event.occurred_at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            yield (event.seq, format_local(event.occurred_at, "%Y-%m-%d %H:%M:%S"),
                    event.actor_employee_no or event.actor_type, event.actor_role, event.actor_branch, event.channel,
                    event.action, event.outcome, event.reason_code, event.customer_ref, event.case_ref)
 
     filter_text = ", ".join(f"{k}={v}" for k, v in filters.as_dict().items()) or "全部 all"
     pdf = build_report_pdf(generate(), title="审计日志报告 Audit trail report", filter_text=filter_text,
-                           generated_at=utcnow().astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
-                           volume=f"第 {volume} 册 Volume {volume}", font_path=current_app.config.get("PDF_FONT_PATH"))
+                           generated_at=format_local(utcnow(), "%Y-%m-%d %H:%M:%S"),
+                           volume=f"第 {volume} 册 Volume {volume}", font_path=review.pdf_font_path)
     return pdf, len(rows), bool(more)

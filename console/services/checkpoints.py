@@ -1,17 +1,16 @@
 """Signed checkpoints of the audit chain head (Ed25519), and the public key auditors hold."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import crypto
 from ..models.audit import AuditCheckpoint, ChainHead
 from ..timeutil import utcnow
 from . import audit
@@ -19,8 +18,7 @@ from .actor import Actor
 
 
 def _private_key() -> Ed25519PrivateKey:
-    seed = current_app.config["AUDIT_SIGNING_KEY"]
-    return Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(seed + "=" * (-len(seed) % 4)))
+    return Ed25519PrivateKey.from_private_bytes(crypto.key("AUDIT_SIGNING_KEY"))
 
 
 def public_key() -> Ed25519PublicKey:

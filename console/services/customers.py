@@ -4,11 +4,10 @@ from __future__ import annotations
 import secrets
 from datetime import date, timedelta
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import crypto
+from .. import crypto, policy
 from ..identity import (birth_date_from_resident_id, document_problem, mask_id_number, mask_mobile,
                         mobile_problem, normalise_id_number, normalise_mobile)
 from ..models.customer import Customer, Wallet, WalletPasswordHistory
@@ -76,7 +75,7 @@ def create_customer(session: Session, actor: Actor, *, name: str, id_type: str, 
 
 
 def open_wallet(session: Session, actor: Actor, customer: Customer, *, password: str, tier: int = 4) -> Wallet:
-    if tier not in current_app.config["WALLET_TIER_LIMITS"]:
+    if tier not in policy.current().wallet_tiers:
         raise InvalidInput("tier", field="tier")
     now = utcnow()
     hashed = hash_password(password)
@@ -92,5 +91,5 @@ def open_wallet(session: Session, actor: Actor, customer: Customer, *, password:
 
 
 def password_expiry(now):
-    days = current_app.config["WALLET_PASSWORD_EXPIRY_DAYS"]
+    days = policy.current().wallet_passwords.expiry_days
     return now + timedelta(days=days) if days else None

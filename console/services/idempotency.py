@@ -14,7 +14,7 @@ A key lives in one ``idempotency_key`` row per caller (``scope``) and key:
 3. **Release** (:func:`release`) when the answer is not to be kept (a 5xx, a 429, anything that
    says "try again"): the row is deleted, so a retry does the work.
 
-Rows are kept ``IDEMPOTENCY_KEY_HOURS`` from the first request, then pruned (a few at a time
+Rows are kept the policy's ``idempotency.key_hours`` from the first request, then pruned (a few at a time
 by :func:`reserve`, or all at once by :func:`prune`). Keys are stored as SHA-256 digests,
 fingerprints as keyed HMACs (a body may carry an ID number), answers encrypted.
 
@@ -32,12 +32,11 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from .. import crypto
+from .. import crypto, policy
 from ..models.idempotency import IdempotencyKey
 from ..timeutil import utcnow
 
@@ -89,11 +88,11 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 def _lease() -> timedelta:
-    return timedelta(seconds=current_app.config["IDEMPOTENCY_LEASE_SECONDS"])
+    return timedelta(seconds=policy.current().idempotency.lease_seconds)
 
 
 def _retention() -> timedelta:
-    return timedelta(hours=current_app.config["IDEMPOTENCY_KEY_HOURS"])
+    return timedelta(hours=policy.current().idempotency.key_hours)
 
 
 def _insert(session: Session):
@@ -111,7 +110,7 @@ def _context(scope: str, digest: str) -> str:
 def reserve(session: Session, scope: str, key: str, request_fingerprint: str | None, *, commit,
             kind: str = "api", request_id: str | None = None, retention: timedelta | None = None) -> Decision:
     """Reserve ``key`` for ``scope`` (committed), or say why not. ``request_fingerprint`` None: not compared.
-    ``retention``: how long the key and its answer are kept (default ``IDEMPOTENCY_KEY_HOURS``)."""
+    ``retention``: how long the key and its answer are kept (default: the policy's ``idempotency.key_hours``)."""
     digest = key_digest(key)
     fresh = {"fingerprint": request_fingerprint or "", "state": PENDING, "completed_at": None,
              "response_status": None, "response_headers": None, "response_body_enc": None,

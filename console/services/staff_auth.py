@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pyotp
-from flask import current_app
 from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .. import crypto
+from .. import crypto, policy
 from ..models.staff import PendingSignin, Staff, StaffSession
 from ..passwords import hash_password, staff_password_problems, verify_password
 from ..timeutil import utcnow
@@ -37,14 +36,14 @@ class SigninResult:
     reason: str | None = None
 
 
-def _cfg(name):
-    return current_app.config[name]
+def _rules():
+    return policy.current().staff_signin
 
 
 def _reserve_attempt(session: Session, staff: Staff) -> bool:
     """Claim one failure slot; False when the account is locked (no check may run)."""
     now = utcnow()
-    limit = _cfg("STAFF_LOCKOUT_THRESHOLD")
+    limit = _rules().lockout_threshold
     lapsed = and_(Staff.locked_until.is_not(None), Staff.locked_until <= now)
     row = session.execute(
         update(Staff)
@@ -81,9 +80,9 @@ def _fail_attempt(session: Session, staff: Staff, actor: Actor, step: str) -> Si
     audit.record(session, actor, "staff.signin", outcome="failed", reason_code=GENERIC_FAILURE,
                  details={"employee_no": staff.employee_no, "step": step,
                           "failures": staff.failed_signins})
-    if staff.failed_signins >= _cfg("STAFF_LOCKOUT_THRESHOLD"):
+    if staff.failed_signins >= _rules().lockout_threshold:
         now = utcnow()
-        staff.locked_until = now + timedelta(minutes=_cfg("STAFF_LOCKOUT_MINUTES"))
+        staff.locked_until = now + timedelta(minutes=_rules().lockout_minutes)
         staff.lock_notice_at, staff.lock_notice_failures = now, staff.failed_signins
         audit.record(session, Actor.system(), "staff.locked", reason_code="too_many_failures",
                      after={"employee_no": staff.employee_no,
@@ -188,7 +187,7 @@ def new_totp_secret() -> str:
 
 
 def totp_uri(staff: Staff, secret: str) -> str:
-    return pyotp.TOTP(secret).provisioning_uri(name=staff.employee_no, issuer_name=_cfg("TOTP_ISSUER"))
+    return pyotp.TOTP(secret).provisioning_uri(name=staff.employee_no, issuer_name=_rules().totp_issuer)
 
 
 def enroll_totp(session: Session, staff: Staff, secret: str, code: str, *, source_ip: str | None) -> bool:
@@ -211,7 +210,7 @@ def change_own_password(session: Session, staff: Staff, new_password: str, *, so
     refusal's audit event, which the caller commits like any other outcome.
     """
     problems = staff_password_problems(new_password, employee_no=staff.employee_no,
-                                       min_length=_cfg("STAFF_PASSWORD_MIN_LENGTH"))
+                                       min_length=_rules().password_min_length)
     if not problems and verify_password(staff.password_hash, new_password):
         problems.append("same_as_current")
     actor = _actor(staff, source_ip)
@@ -277,9 +276,9 @@ def resolve_session(session: Session, token: str | None) -> tuple[StaffSession |
         reason = "revoked"
     elif staff.branch is not None and not staff.branch.active:
         reason = "branch_inactive"
-    elif now - row.created_at > timedelta(hours=_cfg("STAFF_ABSOLUTE_TIMEOUT_HOURS")):
+    elif now - row.created_at > timedelta(hours=_rules().absolute_timeout_hours):
         reason = "absolute_timeout"
-    elif now - row.last_seen_at > timedelta(minutes=_cfg("STAFF_IDLE_TIMEOUT_MINUTES")):
+    elif now - row.last_seen_at > timedelta(minutes=_rules().idle_timeout_minutes):
         reason = "idle_timeout"
     if reason:
         end_session(session, row, reason, actor=Actor.system())
@@ -289,6 +288,11 @@ def resolve_session(session: Session, token: str | None) -> tuple[StaffSession |
 
 def touch_session(row: StaffSession) -> None:
     row.last_seen_at = utcnow()
+
+
+def sign_out(session: Session, actor: Actor, row: StaffSession) -> None:
+    """The staff member ends their own session (the console's sign-out, the API's token revocation)."""
+    end_session(session, row, "signout", actor=actor)
 
 
 def end_session(session: Session, row: StaffSession, reason: str, *, actor: Actor) -> None:
@@ -319,7 +323,7 @@ def begin_pending_signin(session: Session, staff: Staff, *, source_ip: str | Non
         token_digest=crypto.token_digest(token), staff_id=staff.id, generation=staff.session_generation,
         step=PENDING_PASSWORD, next_url=next_url if next_url and len(next_url) <= 512 else None,
         source_ip=source_ip, created_at=now,
-        expires_at=now + timedelta(seconds=_cfg("STAFF_PENDING_SIGNIN_SECONDS"))))
+        expires_at=now + timedelta(seconds=_rules().pending_signin_seconds)))
     session.flush()
     return token
 
@@ -362,6 +366,30 @@ def advance_pending_signin(session: Session, row: PendingSignin, step: str | Non
     row.token_digest = crypto.token_digest(token)
     session.flush()
     return token
+
+
+def enrolment_secret(session: Session, row: PendingSignin) -> str:
+    """The TOTP secret offered to this sign-in's enrolment: made once, kept encrypted on the row."""
+    context = f"enrol:{row.staff_id}:{row.id}"
+    if row.enrol_secret_enc is None:
+        row.enrol_secret_enc = crypto.encrypt(new_totp_secret(), context=context)
+        session.flush()
+    return crypto.decrypt(row.enrol_secret_enc, context=context)
+
+
+def finish_enrolment(session: Session, row: PendingSignin) -> str:
+    """The authenticator is enrolled: forget the offered secret; the second factor is passed."""
+    row.enrol_secret_enc = None
+    return advance_pending_signin(session, row, PENDING_SECOND_FACTOR)
+
+
+def finish_pending_signin(session: Session, row: PendingSignin, staff: Staff, *,
+                          source_ip: str | None) -> tuple[str, LockNotice | None]:
+    """Every step passed: the pending sign-in ends and a session starts (with the account's
+    untold lock, if any, to show once)."""
+    end_pending_signin(session, row)
+    token, _row = start_session(session, staff, source_ip=source_ip)
+    return token, take_lock_notice(staff)
 
 
 def end_pending_signin(session: Session, row: PendingSignin) -> None:

@@ -3,8 +3,9 @@
 Counter (strong): the document typed from the card must match the record through the blind
 index, pass the GB 11643 check digit and birth-date checks, be unexpired, match in the
 citizen-ID registry, and the teller attests the photo. Phone (medium): a 6-digit code sent
-to the registered mobile (5 minutes, single use, 3 tries that a new code does not reset)
-plus two security answers. Security answers alone never verify anyone.
+to the registered mobile (single use; by default valid 5 minutes, with 3 tries that a new code
+does not reset: the policy's ``verification`` rules) plus two security answers. Security
+answers alone never verify anyone.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import json
 import secrets
 from datetime import timedelta
 
-from flask import current_app
 from limits import parse as parse_limit
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .. import codes, policy
 from ..identity import document_problem, mask_id_number, normalise_id_number
 from ..models.customer import Customer
 from ..models.notification import Notification
@@ -27,23 +28,23 @@ from ..timeutil import utcnow
 from . import audit, customers, notifications, wallet_credentials
 from .actor import Actor
 from .cases import refusal, require_case_actor
-from .errors import InvalidInput
+from .errors import Forbidden, InvalidInput, NotAllowed
 
 
-def _cfg(name):
-    return current_app.config[name]
+def _rules():
+    return policy.current().verification
 
 
 def failed_recently(session: Session, customer_id: int) -> int:
-    since = utcnow() - timedelta(hours=_cfg("VERIFICATION_FLAG_HOURS"))
+    since = utcnow() - timedelta(hours=_rules().flag_hours)
     return session.scalar(select(func.count(Verification.id)).where(
         Verification.customer_id == customer_id, Verification.status == "failed",
         Verification.created_at > since)) or 0
 
 
 def is_flagged(session: Session, customer_id: int) -> bool:
-    """Three failed verifications within 24 hours: phone help is refused, counter only."""
-    return failed_recently(session, customer_id) >= _cfg("VERIFICATION_FAILURES_TO_FLAG")
+    """Repeated failed verifications (by default three within 24 hours): phone help is refused, counter only."""
+    return failed_recently(session, customer_id) >= _rules().failures_to_flag
 
 
 def _start(session, actor, case, *, channel, method, strength) -> Verification:
@@ -62,7 +63,7 @@ def _finish(session, actor, case, row: Verification, passed: bool, reason: str |
     row.completed_at = now
     row.evidence = json.dumps(evidence, ensure_ascii=False, sort_keys=True)
     if passed:
-        row.expires_at = now + timedelta(minutes=_cfg("VERIFICATION_VALID_MINUTES"))
+        row.expires_at = now + timedelta(minutes=_rules().valid_minutes)
     audit.record(session, actor, f"verification.{row.channel}", outcome="success" if passed else "failed",
                  reason_code=reason, customer_ref=case.customer.customer_no, case_ref=case.case_no,
                  verification_id=row.id, channel=row.channel,
@@ -82,7 +83,7 @@ def verify_at_counter(session: Session, actor: Actor, case: Case, *, id_type: st
                       customer_ref=case.customer.customer_no)
     number = normalise_id_number(id_number)
     customer = case.customer
-    row = _start(session, actor, case, channel="counter", method="id_document", strength="strong")
+    row = _start(session, actor, case, channel=codes.COUNTER, method="id_document", strength=codes.STRONG)
     evidence = {"document_type": id_type, "document": mask_id_number(number), "photo_attested": bool(photo_matches)}
     problem = document_problem(id_type, number)
     if problem:
@@ -109,10 +110,13 @@ def _choose_questions(wallet) -> list[str]:
 def require_phone_verifier(session: Session, actor: Actor, case: Case) -> None:
     """Phone verification needs its permission, and the actor's own case (a supervisor: the
     branch's). Every phone step checks this first, so a teller is refused, not sent elsewhere."""
-    if not can(actor, VERIFY_PHONE):
-        raise refusal("verification.phone", "not_permitted", case_ref=case.case_no,
-                      customer_ref=case.customer.customer_no)
-    require_case_actor(actor, case, "verification.phone")
+    try:
+        if not can(actor, VERIFY_PHONE):
+            raise refusal("verification.phone", "not_permitted", case_ref=case.case_no,
+                          customer_ref=case.customer.customer_no)
+        require_case_actor(actor, case, "verification.phone")
+    except NotAllowed as exc:
+        raise Forbidden(exc.message, audit=exc.audit) from None
 
 
 def start_phone_verification(session: Session, actor: Actor, case: Case, wallet) -> Verification:
@@ -126,7 +130,8 @@ def start_phone_verification(session: Session, actor: Actor, case: Case, wallet)
         raise refusal("verification.phone", "customer_flagged_counter_only", **fields)
     if len(wallet.security_questions) < 2:
         raise refusal("verification.phone", "no_security_questions", **fields)
-    row = _start(session, actor, case, channel="phone", method="sms_code_and_questions", strength="medium")
+    row = _start(session, actor, case, channel=codes.PHONE, method="sms_code_and_questions",
+                 strength=codes.MEDIUM)
     row.question_codes = ",".join(_choose_questions(wallet))
     _send_code(session, actor, case, row)
     return row
@@ -149,26 +154,26 @@ def codes_sent_to_customer(session: Session, customer_id: int, since) -> int:
 
 
 def _check_customer_cap(session: Session, case: Case) -> None:
-    """At most LIMIT_OTP_PER_CUSTOMER codes to one customer's mobile, whoever sends them and
+    """At most the policy's ``codes_per_customer`` (LIMIT_OTP_PER_CUSTOMER) codes to one customer's mobile, whoever sends them and
     however (console, API): counted in the outbox, under the customer's row lock so concurrent
     senders (PostgreSQL) take turns; SQLite has one writer at a time anyway."""
-    limit = parse_limit(_cfg("LIMIT_OTP_PER_CUSTOMER"))
+    limit = parse_limit(_rules().codes_per_customer)
     session.execute(select(Customer.id).where(Customer.id == case.customer_id).with_for_update())
     sent = codes_sent_to_customer(session, case.customer_id, utcnow() - timedelta(seconds=limit.get_expiry()))
     if sent >= limit.amount:
         raise refusal("verification.code_sent", "customer_sms_cap", case_ref=case.case_no,
                       customer_ref=case.customer.customer_no, channel="phone",
-                      details={"codes_sent_in_window": sent, "limit": str(_cfg("LIMIT_OTP_PER_CUSTOMER"))})
+                      details={"codes_sent_in_window": sent, "limit": str(_rules().codes_per_customer)})
 
 
 def _send_code(session, actor, case, row: Verification) -> None:
     _check_customer_cap(session, case)
     code = f"{secrets.randbelow(10**6):06d}"
     row.code_hash = hash_password(code)
-    row.code_expires_at = utcnow() + timedelta(minutes=_cfg("PHONE_CODE_VALID_MINUTES"))
+    row.code_expires_at = utcnow() + timedelta(minutes=_rules().code_valid_minutes)
     row.codes_sent += 1
     notifications.queue_sms(session, case.customer, "verification_code", secret=True, code=code,
-                            minutes=_cfg("PHONE_CODE_VALID_MINUTES"))
+                            minutes=_rules().code_valid_minutes)
     audit.record(session, actor, "verification.code_sent", customer_ref=case.customer.customer_no,
                  case_ref=case.case_no, verification_id=row.id, channel="phone",
                  details={"codes_sent": row.codes_sent, "to": case.customer.mobile_masked})
@@ -190,7 +195,7 @@ def check_phone_verification(session: Session, actor: Actor, case: Case, row: Ve
     if row.code_expires_at is None or row.code_expires_at <= now:
         return _finish(session, actor, case, row, False, "code_expired", evidence)
     if not verify_password(row.code_hash, code):
-        if row.code_tries >= _cfg("PHONE_CODE_TRIES"):
+        if row.code_tries >= _rules().code_tries:
             return _finish(session, actor, case, row, False, "code_wrong_no_tries_left", evidence)
         audit.record(session, actor, "verification.phone", outcome="failed", reason_code="code_wrong",
                      customer_ref=case.customer.customer_no, case_ref=case.case_no, verification_id=row.id,

@@ -6,11 +6,10 @@ import secrets
 import string
 from datetime import timedelta
 
-from flask import current_app
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from .. import codes, policy
 from ..identity import normalise_answer
 from ..models.customer import SecurityQuestion, Wallet, WalletPasswordHistory
 from ..passwords import hash_password, is_common, verify_password
@@ -20,21 +19,15 @@ from .actor import Actor
 from .customers import customer_id_number, password_expiry
 from .errors import InvalidInput
 
-SECURITY_QUESTIONS = {
-    "mother_birthplace": _l("Where was your mother born?"),
-    "first_school": _l("What was the name of your primary school?"),
-    "childhood_friend": _l("What is the name of your childhood best friend?"),
-    "first_pet": _l("What was the name of your first pet?"),
-    "favourite_teacher": _l("What is the surname of your favourite teacher?"),
-    "first_city": _l("In which city did you first work?"),
-}
+# The question codes a customer may choose; the questions people read are labels at the edge
+# (``console/web/labels.py``).
+SECURITY_QUESTIONS = codes.SECURITY_QUESTIONS
 
 
 def password_problems(wallet: Wallet, password: str) -> list[str]:
     """Every rule of DESIGN.md section 3 that ``password`` breaks for this wallet."""
-    config = current_app.config
     problems = []
-    if len(password) < config["WALLET_PASSWORD_MIN_LENGTH"]:
+    if len(password) < policy.current().wallet_passwords.min_length:
         problems.append("too_short")
     if is_common(password):
         problems.append("common")
@@ -56,7 +49,7 @@ def password_problems(wallet: Wallet, password: str) -> list[str]:
 
 
 def recent_passwords(wallet: Wallet) -> list[WalletPasswordHistory]:
-    return list(wallet.password_history[: current_app.config["WALLET_PASSWORD_HISTORY"]])
+    return list(wallet.password_history[: policy.current().wallet_passwords.history])
 
 
 def _store_password(session: Session, wallet: Wallet, password: str) -> None:
@@ -72,7 +65,7 @@ def _store_password(session: Session, wallet: Wallet, password: str) -> None:
     session.flush()
     keep = [h.id for h in session.scalars(
         select(WalletPasswordHistory).where(WalletPasswordHistory.wallet_id == wallet.id)
-        .order_by(WalletPasswordHistory.id.desc()).limit(current_app.config["WALLET_PASSWORD_HISTORY"]))]
+        .order_by(WalletPasswordHistory.id.desc()).limit(policy.current().wallet_passwords.history))]
     session.execute(delete(WalletPasswordHistory).where(
         WalletPasswordHistory.wallet_id == wallet.id, WalletPasswordHistory.id.not_in(keep)))
     session.expire(wallet, ["password_history"])
@@ -104,10 +97,10 @@ def issue_temporary_password(session: Session, actor: Actor, wallet: Wallet, *, 
 
     ``record=False`` when the caller writes the operation's own audit event.
     """
-    config = current_app.config
-    temporary = generate_temporary_password(config["TEMP_PASSWORD_LENGTH"])
+    rules = policy.current().wallet_passwords
+    temporary = generate_temporary_password(rules.temporary_length)
     wallet.temp_password_hash = hash_password(temporary)
-    wallet.temp_password_expires_at = utcnow() + timedelta(hours=config["TEMP_PASSWORD_HOURS"])
+    wallet.temp_password_expires_at = utcnow() + timedelta(hours=rules.temporary_hours)
     wallet.must_change_password = True
     if record:
         audit.record(session, actor, "wallet.password_reset", reason_code=reason_code,
@@ -115,12 +108,12 @@ def issue_temporary_password(session: Session, actor: Actor, wallet: Wallet, *, 
                      after={"wallet_no": wallet.wallet_no, "temporary_password_sent": True,
                             "expires_at": wallet.temp_password_expires_at.isoformat()})
     notifications.queue_sms(session, wallet.customer, "temporary_password", wallet=wallet, secret=True,
-                            password=temporary, hours=config["TEMP_PASSWORD_HOURS"])
+                            password=temporary, hours=rules.temporary_hours)
 
 
 def set_security_questions(session: Session, actor: Actor, wallet: Wallet, answers: list[tuple[str, str]]) -> None:
     """Replace the security questions; answers are normalised, then hashed."""
-    required = current_app.config["SECURITY_QUESTIONS_REQUIRED"]
+    required = policy.current().wallet_passwords.security_questions_required
     codes = [code for code, _answer in answers]
     if len(answers) < required or len(answers) > len(SECURITY_QUESTIONS):
         raise InvalidInput("question_count", field="questions")

@@ -39,11 +39,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
-from .. import faults
+from .. import faults, policy, timeutil
 from ..models.customer import LoginAttempt, RiskAlert, Wallet, WalletLock
 from ..passwords import verify_password
 from ..timeutil import utcnow
@@ -130,12 +129,12 @@ def _refused(session, wallet, *, source_ip, device_id, purpose) -> SignInOutcome
 
 def _lock(session: Session, wallet: Wallet, failures: int) -> None:
     """The last allowed attempt failed: lock, escalating within the window."""
-    config = current_app.config
+    rules = policy.current().wallet_lockout
     now = utcnow()
-    window_start = now - timedelta(hours=config["WALLET_LOCK_WINDOW_HOURS"])
+    window_start = now - timedelta(hours=rules.lock_window_hours)
     earlier = session.scalar(select(func.count(WalletLock.id)).where(
         WalletLock.wallet_id == wallet.id, WalletLock.started_at > window_start)) or 0
-    durations = config["WALLET_LOCK_DURATIONS_MINUTES"]
+    durations = rules.lock_durations_minutes
     nth = earlier + 1
     if nth <= len(durations):
         kind, until = "temporary", now + timedelta(minutes=durations[nth - 1])
@@ -158,23 +157,23 @@ def _lock(session: Session, wallet: Wallet, failures: int) -> None:
                  details={"failures": failures, "lock_in_window": nth})
     if until:
         notifications.queue_sms(session, wallet.customer, "wallet_locked", wallet=wallet, failures=failures,
-                                until=notifications.beijing(until))
+                                until=timeutil.format_local(until))
     else:
         notifications.queue_sms(session, wallet.customer, "wallet_locked_until_unlock", wallet=wallet)
 
 
 def evaluate_risk(session: Session, wallet: Wallet) -> bool:
     """Freeze the wallet when failures from many addresses pile up within the window."""
-    config = current_app.config
+    rules = policy.current().risk
     if wallet.frozen_at:
         return False
-    since = utcnow() - timedelta(minutes=config["RISK_FREEZE_WINDOW_MINUTES"])
+    since = utcnow() - timedelta(minutes=rules.window_minutes)
     failures, sources = session.execute(
         select(func.count(LoginAttempt.id), func.count(func.distinct(LoginAttempt.source_ip)))
         .where(LoginAttempt.wallet_id == wallet.id, LoginAttempt.at > since,
                LoginAttempt.result.in_(FAILURE_RESULTS))
     ).one()
-    if failures < config["RISK_FREEZE_MIN_FAILURES"] or sources < config["RISK_FREEZE_MIN_SOURCES"]:
+    if failures < rules.min_failures or sources < rules.min_sources:
         return False
     now = utcnow()
     changed = session.execute(
@@ -185,7 +184,7 @@ def evaluate_risk(session: Session, wallet: Wallet) -> bool:
     session.refresh(wallet)
     if changed != 1:
         return False
-    details = {"failures": failures, "sources": sources, "window_minutes": config["RISK_FREEZE_WINDOW_MINUTES"]}
+    details = {"failures": failures, "sources": sources, "window_minutes": rules.window_minutes}
     alert = RiskAlert(wallet_id=wallet.id, rule="failure_burst", raised_at=now, details=json.dumps(details),
                       status="open")
     session.add(alert)
@@ -237,8 +236,7 @@ class Claim:
 
 def _claim(session: Session, wallet: Wallet, *, source_ip, device_id, purpose) -> Claim | None:
     """Take the wallet's next place in the order, if a slot is free. Not committed here."""
-    config = current_app.config
-    limit = config["WALLET_LOCKOUT_THRESHOLD"]
+    limit = policy.current().wallet_lockout.threshold
     row = session.execute(
         update(Wallet)
         .where(Wallet.id == wallet.id,
@@ -260,7 +258,7 @@ def _claim(session: Session, wallet: Wallet, *, source_ip, device_id, purpose) -
 
 
 def _ttl() -> timedelta:
-    return timedelta(seconds=current_app.config["WALLET_CLAIM_TTL_SECONDS"])
+    return timedelta(seconds=policy.current().wallet_lockout.claim_ttl_seconds)
 
 
 def pending_claims(session: Session, wallet: Wallet) -> list[LoginAttempt]:
@@ -397,8 +395,9 @@ def _settle(session: Session, claim: Claim, ok: bool, result_if_ok: str) -> str:
 def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, purpose,
            finalize) -> Claim | SignInOutcome:
     """Claim a slot (committed), or answer at once: locked, frozen, or busy after a bounded wait."""
-    deadline = time.monotonic() + current_app.config["WALLET_CLAIM_WAIT_SECONDS"]
-    limit = current_app.config["WALLET_LOCKOUT_THRESHOLD"]
+    rules = policy.current().wallet_lockout
+    deadline = time.monotonic() + rules.claim_wait_seconds
+    limit = rules.threshold
     pauses = _pauses()
     while True:
         if lapse_expired_lock(session, wallet):
@@ -451,7 +450,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
     turn to settle, and after the outcome. ``finalize(outcome)``, if given, runs inside the
     transaction of the final commit (so a caller can store its answer atomically with it).
     """
-    config = current_app.config
+    rules = policy.current().wallet_lockout
     wallet = find_wallet(session, wallet_no)
     admitted = _admit(session, wallet, commit=commit, source_ip=source_ip, device_id=device_id,
                       purpose=purpose, finalize=finalize)
@@ -472,7 +471,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
         result_if_ok = "ok"
     faults.point("signin.checked")
 
-    give_up = time.monotonic() + 3 * config["WALLET_CLAIM_TTL_SECONDS"] + config["WALLET_CLAIM_WAIT_SECONDS"]
+    give_up = time.monotonic() + 3 * rules.claim_ttl_seconds + rules.claim_wait_seconds
     pauses = _pauses()
     while True:
         result = _settle(session, claim, ok, result_if_ok)
@@ -484,7 +483,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
         commit()
         if time.monotonic() > give_up:
             # Ours stays pending and expires like any other; the client may retry.
-            outcome = SignInOutcome("busy", wallet, retry_after=config["WALLET_CLAIM_TTL_SECONDS"], seq=claim.seq)
+            outcome = SignInOutcome("busy", wallet, retry_after=rules.claim_ttl_seconds, seq=claim.seq)
             _finish(finalize, outcome, commit)
             return outcome
         time.sleep(next(pauses))
@@ -496,7 +495,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
         return outcome
 
     session.refresh(wallet)
-    limit = config["WALLET_LOCKOUT_THRESHOLD"]
+    limit = rules.threshold
     failures = wallet.failed_count
     if result == "invalid_credentials":
         if failures >= limit:

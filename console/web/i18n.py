@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from flask import current_app, session
+
+from .. import policy
 from ..extensions import babel
 
 
@@ -13,7 +15,7 @@ def select_locale() -> str:
 
 
 def select_timezone() -> str:
-    return current_app.config["BABEL_DEFAULT_TIMEZONE"]
+    return policy.current().time_zone
 
 
 def init_app(app) -> None:

@@ -2,21 +2,22 @@
 from flask_babel import lazy_gettext as _l
 
 from .. import permissions as P
+from ..codes import Role
 
 ROLE_LABELS = {
-    "teller": _l("Teller"),
-    "agent": _l("Call-centre agent"),
-    "supervisor": _l("Supervisor"),
-    "auditor": _l("Auditor"),
-    "admin": _l("System administrator"),
+    Role.teller.value: _l("Teller"),
+    Role.agent.value: _l("Call-centre agent"),
+    Role.supervisor.value: _l("Supervisor"),
+    Role.auditor.value: _l("Auditor"),
+    Role.admin.value: _l("System administrator"),
 }
 
 ROLE_SUMMARIES = {
-    "teller": _l("Serve walk-in customers at the counter: check their ID document, then unlock the wallet or reset what they forgot."),
-    "agent": _l("Help customers on the hotline: verify them with a code sent to the registered mobile plus security answers, then unlock or reset."),
-    "supervisor": _l("Approve sensitive operations of your branch, release holds and risk freezes, and serve customers yourself."),
-    "auditor": _l("Review every staff action in the tamper-evident audit trail, verify the chain and export it."),
-    "admin": _l("Manage staff accounts and branches. Administrators never touch customer wallets."),
+    Role.teller.value: _l("Serve walk-in customers at the counter: check their ID document, then unlock the wallet or reset what they forgot."),
+    Role.agent.value: _l("Help customers on the hotline: verify them with a code sent to the registered mobile plus security answers, then unlock or reset."),
+    Role.supervisor.value: _l("Approve sensitive operations of your branch, release holds and risk freezes, and serve customers yourself."),
+    Role.auditor.value: _l("Review every staff action in the tamper-evident audit trail, verify the chain and export it."),
+    Role.admin.value: _l("Manage staff accounts and branches. Administrators never touch customer wallets."),
 }
 
 PERMISSION_LABELS = {

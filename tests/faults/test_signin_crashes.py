@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from console import faults, timeutil
+from console import faults, policy, timeutil
 from console.extensions import db
 from console.models.customer import LoginAttempt, Wallet, WalletLock
 from console.services import audit, wallet_signin
@@ -195,6 +195,7 @@ def test_a_wallet_left_at_the_limit_without_a_lock_is_locked_not_busy(app):
     db.session.execute(update(Wallet).where(Wallet.wallet_no == other).values(failed_count=3))
     db.session.commit()
     app.config["WALLET_LOCKOUT_THRESHOLD"] = 3
+    policy.rebuild(app)
     assert sign_in_wallet(other, WALLET_PASSWORD).result == "locked"
 
 
