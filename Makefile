@@ -43,7 +43,7 @@ test: setup-dev system-deps
 	bash scripts/test.sh
 
 translations: setup-dev
-	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k lazy_gettext -o /tmp/branch-console.pot console templates
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k lazy_gettext -k N_ -o /tmp/branch-console.pot console templates
 	$(BIN)/pybabel -q update -i /tmp/branch-console.pot -d console/translations -l zh_Hans_CN
 	$(BIN)/pybabel compile -d console/translations
 

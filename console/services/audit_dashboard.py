@@ -4,30 +4,40 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import Integer, and_, cast, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
+from .. import policy
 from ..models.audit import AuditEvent
-from ..timeutil import utcnow
+from ..timeutil import utc_offset, utcnow
 from .actor import Actor
 from .audit_query import scope_clause
+from .operations import registry
 
-RESET_ACTIONS = ("wallet.unlock", "wallet.reset_password", "wallet.reset_questions", "wallet.reset_2fa")
+
+def reset_actions() -> tuple[str, ...]:
+    """The audit actions counted as unlocks or resets: the operations that declare ``counts_as_reset``."""
+    return registry.reset_actions()
+
+
+def _offset_minutes() -> int:
+    # The bank's zone (Asia/Shanghai) has no daylight saving: one offset for every event.
+    return int(utc_offset().total_seconds() // 60)
 
 
 def _local_day(session: Session):
-    """The Beijing calendar day of an event, in SQL, on either backend."""
-    hours = 8  # Asia/Shanghai has no daylight saving
+    """The local calendar day of an event, in SQL, on either backend."""
+    minutes = _offset_minutes()
     if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(AuditEvent.occurred_at + literal_column(f"interval '{hours} hours'"), "YYYY-MM-DD")
-    return func.date(AuditEvent.occurred_at, f"+{hours} hours")
+        return func.to_char(AuditEvent.occurred_at + literal_column(f"interval '{minutes} minutes'"), "YYYY-MM-DD")
+    return func.date(AuditEvent.occurred_at, f"{minutes:+d} minutes")
 
 
 def _local_hour(session: Session):
+    minutes = _offset_minutes()
     if session.get_bind().dialect.name == "postgresql":
-        return func.extract("hour", AuditEvent.occurred_at + literal_column("interval '8 hours'"))
-    return cast(func.strftime("%H", AuditEvent.occurred_at, "+8 hours"), Integer)
+        return func.extract("hour", AuditEvent.occurred_at + literal_column(f"interval '{minutes} minutes'"))
+    return cast(func.strftime("%H", AuditEvent.occurred_at, f"{minutes:+d} minutes"), Integer)
 
 
 def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
@@ -46,14 +56,14 @@ def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
                                  .group_by(AuditEvent.actor_branch).order_by(func.count().desc()).limit(12)).all()
     staff = AuditEvent.actor_type == "staff"
     hour = _local_hour(session)
-    start, end = current_app.config["BUSINESS_HOURS"]
+    start, end = policy.current().review.business_hours
     after_hours = session.scalars(select(AuditEvent).where(cond, staff, or_(hour < start, hour >= end))
                                   .order_by(AuditEvent.seq.desc()).limit(10)).all()
     heavy = session.execute(
         select(AuditEvent.actor_employee_no, AuditEvent.actor_branch, func.count())
-        .where(cond, AuditEvent.action.in_(RESET_ACTIONS), AuditEvent.outcome == "success")
+        .where(cond, AuditEvent.action.in_(reset_actions()), AuditEvent.outcome == "success")
         .group_by(AuditEvent.actor_employee_no, AuditEvent.actor_branch)
-        .having(func.count() >= current_app.config["DASHBOARD_HEAVY_RESETS"])
+        .having(func.count() >= policy.current().review.heavy_resets)
         .order_by(func.count().desc()).limit(10)).all()
     denied = session.scalars(select(AuditEvent).where(cond, AuditEvent.outcome == "denied")
                              .order_by(AuditEvent.seq.desc()).limit(10)).all()
@@ -61,9 +71,9 @@ def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
                                     .order_by(AuditEvent.seq.desc()).limit(10)).all()
     repeated = session.execute(
         select(AuditEvent.customer_ref, func.count())
-        .where(cond, AuditEvent.action.in_(RESET_ACTIONS), AuditEvent.outcome == "success",
+        .where(cond, AuditEvent.action.in_(reset_actions()), AuditEvent.outcome == "success",
                AuditEvent.customer_ref.is_not(None))
-        .group_by(AuditEvent.customer_ref).having(func.count() >= current_app.config["DASHBOARD_REPEATED_RESETS"])
+        .group_by(AuditEvent.customer_ref).having(func.count() >= policy.current().review.repeated_resets)
         .order_by(func.count().desc()).limit(10)).all()
     failed_verifications = session.scalars(
         select(AuditEvent).where(cond, AuditEvent.action.startswith("verification."), AuditEvent.outcome == "failed")

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import crypto
+from .. import crypto, policy
 from ..adapters.sms import DeliveryError, SmsMessage
 from ..identity import mask_mobile
 from ..models.customer import Customer, Wallet
 from ..models.notification import Notification, NotificationAttempt
-from ..timeutil import utcnow
+from ..timeutil import format_local, utcnow
 
 log = logging.getLogger(__name__)
 
-# Chinese texts; {bank}, {hotline} and {time} (Beijing time) are always available.
+# Chinese texts; {bank}, {hotline} and {time} (the bank's local time) are always available. The notices of
+# wallet operations are declared with each operation (``operations.registry``); see ``template``.
 TEMPLATES = {
     "wallet_locked": "【{bank}】您的数字钱包因连续{failures}次输入错误密码已被锁定，将于{until}自动解锁。如非本人操作，请致电{hotline}。",
     "wallet_locked_until_unlock": "【{bank}】您的数字钱包因多次输入错误密码已被锁定，需本人携带有效身份证件到网点或致电{hotline}核实身份后解锁。",
@@ -31,20 +30,20 @@ TEMPLATES = {
     "password_changed": "【{bank}】您的数字钱包登录密码已于{time}修改成功。如非本人操作，请立即致电{hotline}。",
     "security_questions_set": "【{bank}】您的数字钱包密保问题已于{time}设置。如非本人操作，请立即致电{hotline}。",
     "verification_code": "【{bank}】您的身份验证码为{code}，{minutes}分钟内有效。请仅向正在与您通话的{bank}客服人员读出，切勿告诉其他任何人。",
-    "wallet_unlocked": "【{bank}】您的数字钱包已于{time}在{branch}解锁。如非本人办理，请立即致电{hotline}。",
-    "security_questions_reset": "【{bank}】您的数字钱包密保问题已于{time}在{branch}重置，请登录钱包重新设置。如非本人办理，请立即致电{hotline}。",
-    "twofa_reset": "【{bank}】您的数字钱包双重认证设备绑定已于{time}在{branch}解除，请登录钱包重新绑定。如非本人办理，请立即致电{hotline}。",
-    "hold_placed": "【{bank}】您的数字钱包已于{time}在{branch}设置保护性止付。如有疑问请致电{hotline}。",
-    "hold_released": "【{bank}】您的数字钱包止付已于{time}在{branch}解除。如非本人办理，请立即致电{hotline}。",
-    "freeze_released": "【{bank}】您的数字钱包风险冻结已于{time}在{branch}解除。如非本人办理，请立即致电{hotline}。",
-    "password_reset": "【{bank}】您的数字钱包登录密码已于{time}在{branch}重置，临时密码将另行短信发送。如非本人办理，请立即致电{hotline}。",
     "temporary_password": "【{bank}】您的数字钱包临时密码为{password}，{hours}小时内有效，仅可使用一次，登录后须立即设置新密码。请勿向任何人（包括银行工作人员）透露。",
 }
 
 
-def beijing(value) -> str:
-    zone = ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])
-    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+def template(kind: str) -> str:
+    """The text of an SMS kind: one of ``TEMPLATES``, or a wallet operation's notice."""
+    if kind in TEMPLATES:
+        return TEMPLATES[kind]
+    from .operations import registry  # imported here: the operations queue their SMS through this module
+
+    operation = registry.by_sms_kind(kind)
+    if operation is None:
+        raise KeyError(kind)
+    return operation.sms_template
 
 
 def customer_mobile(customer: Customer) -> str:
@@ -59,8 +58,8 @@ def queue_sms(session: Session, customer: Customer, kind: str, *, wallet: Wallet
     like every text; nothing of it is logged or audited.
     """
     now = utcnow()
-    text = TEMPLATES[kind].format(bank=current_app.config["BANK_NAME_ZH"], hotline=current_app.config["HOTLINE"],
-                                  time=beijing(now), **params)
+    bank = policy.current().bank
+    text = template(kind).format(bank=bank.name_zh, hotline=bank.hotline, time=format_local(now), **params)
     mobile = customer_mobile(customer)
     row = Notification(
         customer_id=customer.id, wallet_id=wallet.id if wallet else None, kind=kind,
@@ -89,8 +88,8 @@ def _due(session: Session, limit: int):
 def deliver_due(session: Session, gateway, *, limit: int = 100) -> dict:
     """Send what is due; commits after each message so a crash never resends a delivered one."""
     counts = {"sent": 0, "retry": 0, "failed": 0}
-    max_attempts = current_app.config["SMS_MAX_ATTEMPTS"]
-    base = current_app.config["SMS_RETRY_BASE_SECONDS"]
+    max_attempts = policy.current().sms.max_attempts
+    base = policy.current().sms.retry_base_seconds
     for row in _due(session, limit):
         now = utcnow()
         row.attempts += 1

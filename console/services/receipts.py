@@ -5,37 +5,37 @@ import hashlib
 import hmac
 import json
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import crypto
+from .. import crypto, policy
 from ..identity import mask_name
 from ..models.audit import AuditEvent
 from ..models.service import Receipt
 from ..pdf.receipt import build_receipt_pdf
 from ..permissions import APPROVAL_DECIDE, AUDIT_READ_ALL, CUSTOMER_VIEW, can
+from ..timeutil import format_local
 from . import audit
 from .actor import Actor
 from .cases import refusal
 from .errors import NotFound
+from .operations import registry
 
-# Both languages go on the receipt, whatever the staff member's UI language.
+# Both languages go on the receipt, whatever the staff member's UI language. Wallet operations
+# declare their own (``operations.registry``); see ``action_label``.
 ACTION_LABELS = {
-    "wallet.unlock": ("解锁钱包", "Wallet unlocked"),
-    "wallet.reset_password": ("重置登录密码", "Password reset"),
-    "wallet.reset_questions": ("重置密保问题", "Security questions reset"),
-    "wallet.reset_2fa": ("解除双重认证设备绑定", "2FA device binding reset"),
-    "wallet.place_hold": ("设置保护性止付", "Protective hold placed"),
-    "wallet.release_hold": ("解除保护性止付", "Protective hold released"),
-    "wallet.release_freeze": ("解除风险冻结", "Risk freeze released"),
     "verification.counter": ("柜面证件核验", "ID document verification"),
     "verification.phone": ("电话身份核验", "Phone verification"),
     "approval.request": ("提交主管审批", "Sent for supervisor approval"),
 }
 OUTCOMES = {"success": ("成功", "Succeeded"), "failed": ("未通过", "Failed"), "denied": ("被拒绝", "Refused")}
+
+
+def action_label(action: str) -> tuple[str, str] | None:
+    """(Chinese, English) for an audit action the receipt lists, or None when it lists no such action."""
+    operation = registry.by_action(action)
+    return operation.receipt_label if operation is not None else ACTION_LABELS.get(action)
 
 
 def check_code(receipt_no: str) -> str:
@@ -44,12 +44,12 @@ def check_code(receipt_no: str) -> str:
 
 
 def check_url(receipt_no: str) -> str:
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    base = policy.current().bank.public_base_url.rstrip("/")
     return f"{base}/receipts/check/{receipt_no}?c={check_code(receipt_no)}"
 
 
-def _beijing(value) -> str:
-    return value.astimezone(ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])).strftime("%Y-%m-%d %H:%M:%S")
+def _local(value) -> str:
+    return format_local(value, "%Y-%m-%d %H:%M:%S")
 
 
 def receipt_data(receipt: Receipt) -> dict:
@@ -57,24 +57,25 @@ def receipt_data(receipt: Receipt) -> dict:
     summary = json.loads(receipt.summary)
     operations = []
     for op in summary["operations"]:
-        if op["action"] not in ACTION_LABELS:
+        label = action_label(op["action"])
+        if label is None:
             continue
-        zh, en = ACTION_LABELS[op["action"]]
+        zh, en = label
         ozh, oen = OUTCOMES.get(op["outcome"], (op["outcome"], op["outcome"]))
-        operations.append({"time": _beijing(datetime.fromisoformat(op["at"]))[11:], "label_zh": zh, "label_en": en,
+        operations.append({"time": _local(datetime.fromisoformat(op["at"]))[11:], "label_zh": zh, "label_en": en,
                            "outcome_zh": ozh, "outcome_en": oen, "seq": op["seq"]})
     return {
-        "bank": current_app.config["BANK_NAME_ZH"], "branch": case.branch.name, "receipt_no": receipt.receipt_no,
+        "bank": policy.current().bank.name_zh, "branch": case.branch.name, "receipt_no": receipt.receipt_no,
         "case_no": case.case_no, "customer": mask_name(case.customer.name), "id_number": case.customer.id_number_masked,
         "channel": "柜面 Counter" if case.channel == "counter" else "电话 Phone",
-        "issued_at": _beijing(receipt.issued_at), "operations": operations,
+        "issued_at": _local(receipt.issued_at), "operations": operations,
         "last_seq": receipt.last_event_seq or 0, "last_hash": receipt.last_event_hash or "",
         "check_url": check_url(receipt.receipt_no), "counter": case.channel == "counter",
     }
 
 
 def render(receipt: Receipt, *, copy: bool = False) -> bytes:
-    return build_receipt_pdf(receipt_data(receipt), copy=copy, font_path=current_app.config.get("PDF_FONT_PATH"))
+    return build_receipt_pdf(receipt_data(receipt), copy=copy, font_path=policy.current().review.pdf_font_path)
 
 
 def close_and_issue(session: Session, actor: Actor, case) -> Receipt:
@@ -146,7 +147,7 @@ def check(session: Session, receipt_no: str, code: str) -> dict:
     ok = ok and (receipt.last_event_seq == 0 or (last is not None and last.hash == receipt.last_event_hash
                                                    and _event_intact(last)))
     return {"found": True, "matches": bool(ok), "receipt_no": receipt.receipt_no, "branch": receipt.case.branch.name,
-            "issued_at": _beijing(receipt.issued_at), "operations": len(json.loads(receipt.summary)["operations"]),
+            "issued_at": _local(receipt.issued_at), "operations": len(json.loads(receipt.summary)["operations"]),
             "seq": issue.seq if issue else None}
 
 
