@@ -6,7 +6,6 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.theme import Bootstrap4Theme
-from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -14,12 +13,14 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms.validators import DataRequired, Length, Regexp
 
+from . import boundary
 from .extensions import db, login_manager
 from .models.audit import AuditEvent
 from .models.staff import Branch, BranchKind, Role, Staff
 from .permissions import ADMIN_MANAGE, AUDIT_READ_ALL, can
 from .services import staff_admin
-from .services.errors import NotAllowed
+from .services.errors import DomainError, NotAllowed
+from .timeutil import format_local
 from .web.roles import ROLE_LABELS
 from .web.security import current_actor, deny
 
@@ -31,23 +32,14 @@ def remember_one_time_secret(employee_no: str, password: str) -> None:
     row = g.get("staff_session")
     if row is None:
         return
-    staff_admin.keep_one_time_secret(db.session, row.id, employee_no, password)
-    db.session.commit()
+    boundary.step(staff_admin.keep_one_time_secret, row.id, employee_no, password)
 
 
 def pop_one_time_secrets() -> list[tuple[str, str]]:
     row = g.get("staff_session")
     if row is None:
         return []
-    items = staff_admin.take_one_time_secrets(db.session, row.id)
-    if items:
-        db.session.commit()
-    return items
-
-
-def _beijing(value):
-    """Times are stored in UTC and shown in the configured zone (Asia/Shanghai)."""
-    return format_datetime(value, "yyyy-MM-dd HH:mm") if value else ""
+    return boundary.step(staff_admin.take_one_time_secrets, row.id)
 
 
 class _Guarded:
@@ -90,9 +82,31 @@ class AuditedModelView(_Guarded, ModelView):
     fast_mass_delete = False
     page_size = 50
 
+    # Flask-Admin commits a create or an edit itself, after ``on_model_change`` (which queues the
+    # audit event in the same transaction). A refusal raised there is rolled back by Flask-Admin;
+    # ``handle_view_exception`` keeps it and the boundary records it on its own afterwards.
+
+    def create_model(self, form):
+        return self._then_record_refusal(super().create_model(form))
+
     def update_model(self, form, model):
         g.audit_before = self.snapshot(model)
-        return super().update_model(form, model)
+        return self._then_record_refusal(super().update_model(form, model))
+
+    def handle_view_exception(self, exc):
+        if isinstance(exc, DomainError):
+            g.admin_refusal = exc
+            if isinstance(exc, NotAllowed):
+                flash(exc.message, "error")
+                return True
+        return super().handle_view_exception(exc)
+
+    @staticmethod
+    def _then_record_refusal(result):
+        refusal = g.pop("admin_refusal", None)
+        if refusal is not None:
+            boundary.refused(current_actor(), refusal)
+        return result
 
 
 class StaffAdmin(AuditedModelView):
@@ -107,8 +121,8 @@ class StaffAdmin(AuditedModelView):
     }
     column_formatters = {
         "role": lambda v, c, m, p: ROLE_LABELS.get(m.role, m.role),
-        "locked_until": lambda v, c, m, p: _beijing(m.locked_until),
-        "last_signin_at": lambda v, c, m, p: _beijing(m.last_signin_at),
+        "locked_until": lambda v, c, m, p: format_local(m.locked_until),
+        "last_signin_at": lambda v, c, m, p: format_local(m.last_signin_at),
         # Never the secret itself: only whether one is enrolled.
         "totp_secret_enc": lambda v, c, m, p: _("yes") if m.totp_enrolled else _("no"),
     }
@@ -137,7 +151,9 @@ class StaffAdmin(AuditedModelView):
         else:
             before = g.pop("audit_before", None)
             if model.id == actor.staff_id and (not model.active or model.role != Role.admin.value):
-                raise NotAllowed(_("You cannot disable your own account or change your own role."))
+                raise NotAllowed(_("You cannot disable your own account or change your own role."),
+                                 audit={"action": "staff.update", "outcome": "denied", "reason_code": "own_account",
+                                        "details": {"employee_no": model.employee_no}})
             staff_admin.record_staff_change(db.session, actor, model, before)
 
     def after_model_change(self, form, model, is_created):
@@ -145,22 +161,17 @@ class StaffAdmin(AuditedModelView):
         if is_created and g.get("one_time_password"):
             remember_one_time_secret(model.employee_no, g.pop("one_time_password"))
 
-    def handle_view_exception(self, exc):
-        if isinstance(exc, NotAllowed):
-            flash(exc.message, "error")
-            return True
-        return super().handle_view_exception(exc)
-
     def _bulk(self, ids, operation, done_message):
-        actor = current_actor()
         rows = db.session.scalars(select(Staff).where(Staff.id.in_([int(i) for i in ids]))).all()
+
+        def each(session, actor):
+            return [(row, operation(session, actor, row)) for row in rows]
+
         try:
-            results = [(row, operation(db.session, actor, row)) for row in rows]
-        except NotAllowed as exc:
-            db.session.rollback()
+            results = boundary.perform(current_actor(), each)
+        except DomainError as exc:
             flash(exc.message, "error")
             return
-        db.session.commit()
         for row, secret in results:
             if secret:
                 remember_one_time_secret(row.employee_no, secret)

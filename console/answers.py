@@ -17,7 +17,7 @@ The rule:
   is in doubt: it is answered 503, and only an Idempotency-Key makes the retry safe.)
 
 To make the second half hold, the desk and the JSON APIs defer their commits (:func:`defer`,
-:func:`commit`): services flush, the view returns its answer, and ``console.web.once.finish``
+``console.boundary.commit``): services flush, the view returns its answer, and ``console.web.once.finish``
 stages the answer (with its idempotency record) and commits once. The wallet sign-in stages
 its answer inside the lockout engine's final transaction instead.
 
@@ -89,16 +89,6 @@ def request_id() -> str:
 def defer() -> None:
     """From now on this request's work is committed once, with its answer (``console.web.once.finish``)."""
     g.defer_commit = True
-
-
-def commit() -> None:
-    """Commit the work now, or leave it to the answer's commit when the request defers."""
-    from .extensions import db
-
-    if has_request_context() and g.get("defer_commit"):
-        db.session.flush()
-        return
-    db.session.commit()
 
 
 def stage(response) -> None:

@@ -88,7 +88,10 @@ def test_admin_cannot_disable_itself(login_as, client):
     assert "不能停用自己的账号" in page
     db.session.expire_all()
     assert db.session.get(Staff, handle.id).active is True
-    assert audit_events("staff.update") == []
+    # Nothing changed, and the refusal survived the rollback as an event of its own.
+    [refusal] = audit_events("staff.update")
+    assert (refusal.outcome, refusal.reason_code, refusal.actor_employee_no) == ("denied", "own_account",
+                                                                                staff.employee_no)
 
 
 def test_bulk_actions_reset_password_and_unlock(login_as, client, app):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import codes
+
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # "staff", "operator" (CLI), "system", "anonymous", "service"
+    kind: str  # codes.ACTOR_KINDS: "staff", "operator" (CLI), "system", "anonymous", "service"
     staff_id: int | None = None
     employee_no: str | None = None
     role: str | None = None
@@ -14,8 +16,12 @@ class Actor:
     branch_id: int | None = None
     source_ip: str | None = None
     session_id: str | None = None
-    channel: str = "console"
+    channel: str = "console"  # codes.CHANNELS
     active: bool = True
+    # Which entry point the actor came through (codes.INTERFACES): "console" (pages), "api" (the
+    # staff JSON API), "cli". Recorded in every event's details when it is not the console, so an
+    # auditor can tell a console action from the same action through the API.
+    interface: str = "console"
 
     @property
     def is_authenticated(self) -> bool:
@@ -24,14 +30,15 @@ class Actor:
     @staticmethod
     def service_channel(staff) -> str:
         """Call-centre staff serve by phone; everyone else at the counter."""
-        return "phone" if staff.branch and staff.branch.kind == "call_centre" else "counter"
+        return codes.PHONE if staff.branch and staff.branch.kind == "call_centre" else codes.COUNTER
 
     @classmethod
-    def for_staff(cls, staff, *, source_ip=None, session_id=None, channel="console") -> Actor:
+    def for_staff(cls, staff, *, source_ip=None, session_id=None, channel="console", interface="console") -> Actor:
         return cls(
             kind="staff", staff_id=staff.id, employee_no=staff.employee_no, role=staff.role,
             branch_code=staff.branch.code if staff.branch else None, branch_id=staff.branch_id,
             source_ip=source_ip, session_id=session_id, channel=channel, active=bool(staff.active),
+            interface=interface,
         )
 
     @classmethod

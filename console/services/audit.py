@@ -16,12 +16,12 @@ from typing import Any, Iterable
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 
+from ..codes import OUTCOMES
 from ..models.audit import GENESIS_HASH, AuditEvent, ChainHead
 from ..timeutil import utcnow
 from .actor import Actor
 
 CHAIN_VERSION = 1
-OUTCOMES = ("success", "denied", "failed")
 _PENDING = "audit_pending"
 
 # Fields covered by the hash, in the canonical form of version 1.
@@ -59,6 +59,8 @@ def record(
     """Queue an audit event in ``session``'s transaction; it is chained at commit."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
+    if actor.interface == "api":
+        details = {**(details or {}), "interface": "api"}
     row = {
         "occurred_at": utcnow(),  # replaced by the time it is chained, at commit
         "actor_type": actor.kind,
@@ -193,6 +195,13 @@ def record_verification(session: Session, actor: Actor, report: ChainReport) -> 
     return record(session, actor, "audit.verify", outcome="success" if report.intact else "failed",
                   details={"intact": report.intact, "events": report.count,
                            "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+
+
+def verify_and_record(session: Session, actor: Actor) -> ChainReport:
+    """Verify the chain and record that it was verified, with the result (the auditor's page)."""
+    report = verify_chain(session)
+    record_verification(session, actor, report)
+    return report
 
 
 def verify_chain(session: Session, *, public_key=None) -> ChainReport:

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import codes
 from ..models.audit import AuditEvent
 from ..models.customer import Customer, Wallet
 from ..models.service import Case
 from ..permissions import AUDIT_READ_ALL, AUDIT_READ_BRANCH, AUDIT_READ_OWN, can
+from ..timeutil import local_midnight_utc
+from . import audit
 from .actor import Actor
+from .errors import NotFound
 
-ROLES = ("teller", "agent", "supervisor", "auditor", "admin")
-OUTCOMES = ("success", "denied", "failed")
-CHANNELS = ("console", "counter", "phone", "wallet", "system", "risk", "cli", "api")
+# What the role, outcome and channel filters accept: the domain's codes (``console.codes``).
+ROLES, OUTCOMES, CHANNELS = codes.ROLES, codes.OUTCOMES, codes.CHANNELS
 FILTER_KEYS = ("start", "end", "actor", "role", "branch", "wallet", "customer", "action", "outcome", "channel", "case",
                "receipt")
 _TOKEN = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -87,20 +88,15 @@ def scope_clause(actor: Actor):
     return AuditEvent.seq < 0  # nothing
 
 
-def _local_midnight_utc(day: date) -> datetime:
-    zone = ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"])
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(ZoneInfo("UTC"))
-
-
 def build_query(session: Session, actor: Actor, f: Filters):
     query = select(AuditEvent)
     scope = scope_clause(actor)
     if scope is not None:
         query = query.where(scope)
     if f.start:
-        query = query.where(AuditEvent.occurred_at >= _local_midnight_utc(f.start))
+        query = query.where(AuditEvent.occurred_at >= local_midnight_utc(f.start))
     if f.end:
-        query = query.where(AuditEvent.occurred_at < _local_midnight_utc(f.end + timedelta(days=1)))
+        query = query.where(AuditEvent.occurred_at < local_midnight_utc(f.end + timedelta(days=1)))
     if f.actor:
         query = query.where(AuditEvent.actor_employee_no == f.actor)
     if f.role:
@@ -135,6 +131,24 @@ def page(session: Session, actor: Actor, f: Filters, *, before: int | None = Non
         query = query.where(AuditEvent.seq < before)
     rows = session.scalars(query.order_by(AuditEvent.seq.desc()).limit(size + 1)).all()
     return rows[:size], (rows[size - 1].seq if len(rows) > size else None)
+
+
+def search(session: Session, actor: Actor, f: Filters, *, before: int | None = None, size: int = PAGE_SIZE):
+    """A reader's search: one page (:func:`page`), and the search's own audit event."""
+    rows, next_before = page(session, actor, f, before=before, size=size)
+    audit.record(session, actor, "audit.search", details={"filter": f.as_dict(), "before": before, "shown": len(rows)})
+    return rows, next_before
+
+
+def view(session: Session, actor: Actor, seq: int) -> AuditEvent:
+    """One event in the reader's scope, and the view's own audit event; outside the scope (or
+    absent) it is a NotFound whose refusal is recorded."""
+    row = in_scope(session, actor, seq)
+    if row is None:
+        raise NotFound(audit={"action": "audit.view", "outcome": "denied", "reason_code": "not_found_or_out_of_scope",
+                              "details": {"seq": seq}})
+    audit.record(session, actor, "audit.view", details={"seq": seq})
+    return row
 
 
 def stream(session: Session, actor: Actor, f: Filters, *, batch: int = 1000):

@@ -18,6 +18,13 @@ class NotAllowed(DomainError):
     code = "not_allowed"
 
 
+class Forbidden(NotAllowed):
+    """The actor may not use this at all (their role, or not their case): a 403, not a message
+    on the page."""
+
+    code = "forbidden"
+
+
 class NotFound(DomainError):
     code = "not_found"
 

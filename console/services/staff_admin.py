@@ -36,8 +36,8 @@ def branch_snapshot(branch: Branch) -> dict:
 
 def _require_admin(session: Session, actor: Actor, action: str) -> None:
     if not can(actor, ADMIN_MANAGE):
-        audit.record(session, actor, action, outcome="denied", reason_code="not_permitted")
-        raise NotAllowed(action)
+        # Recorded by the boundary after the rollback, so the refusal is on the chain on its own.
+        raise NotAllowed(action, audit={"action": action, "outcome": "denied", "reason_code": "not_permitted"})
 
 
 def validate_staff_fields(employee_no: str, name: str, role: str) -> None:

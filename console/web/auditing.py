@@ -12,11 +12,14 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 
+from .. import boundary, codes
 from ..extensions import db
-from ..models.audit import ChainHead
 from ..permissions import AUDIT_EXPORT, AUDIT_READ_BRANCH, AUDIT_READ_OWN, AUDIT_VERIFY, can
-from ..services import audit, audit_dashboard, audit_export, audit_query, checkpoints
+from ..services import audit, audit_dashboard, audit_export, audit_query, checkpoints, overview
 from . import inputs
+from .desk_labels import OPERATION_LABELS
+from .labels import CHANNEL_LABELS, OUTCOME_LABELS, choices
+from .roles import ROLE_LABELS
 from .security import current_actor, guard_blueprint, requires
 
 bp = Blueprint("auditing", __name__, url_prefix="/audit")
@@ -48,26 +51,17 @@ def events():
     if errors:
         flash(_("Some filters are not valid; fix them and search again."), "error")
     else:
-        rows, next_before = audit_query.page(db.session, _actor(), f, before=before)
-        audit.record(db.session, _actor(), "audit.search", details={"filter": f.as_dict(), "before": before,
-                                                                     "shown": len(rows)})
-        db.session.commit()
+        rows, next_before = boundary.perform(_actor(), audit_query.search, f, before=before)
     return render_template("auditing/events.html", rows=rows, next_before=next_before, filters=f.as_dict(),
-                           args=request.args, errors=errors, roles=audit_query.ROLES, outcomes=audit_query.OUTCOMES,
-                           channels=audit_query.CHANNELS, can_export=can(current_user, AUDIT_EXPORT))
+                           args=request.args, errors=errors, roles=choices(codes.ROLES, ROLE_LABELS),
+                           outcomes=choices(codes.OUTCOMES, OUTCOME_LABELS),
+                           channels=choices(codes.CHANNELS, CHANNEL_LABELS), can_export=can(current_user, AUDIT_EXPORT))
 
 
 @bp.route("/events/<seq:seq>", methods=["GET"])
 @requires(AUDIT_READ_OWN)
 def event(seq):
-    row = audit_query.in_scope(db.session, _actor(), seq)
-    if row is None:
-        audit.record(db.session, _actor(), "audit.view", outcome="denied", reason_code="not_found_or_out_of_scope",
-                     details={"seq": seq})
-        db.session.commit()
-        abort(404)
-    audit.record(db.session, _actor(), "audit.view", details={"seq": seq})
-    db.session.commit()
+    row = boundary.perform(_actor(), audit_query.view, seq)
 
     def pretty(value):
         return json.dumps(json.loads(value), ensure_ascii=False, indent=2, sort_keys=True) if value else ""
@@ -90,9 +84,8 @@ def export(fmt):
     if fmt == "pdf":
         volume = max(1, min(request.args.get("volume", 1, type=int) or 1, 10_000))
         pdf, rows, more = audit_export.pdf_volume(db.session, actor, f, volume)
-        audit_export.record_export(db.session, actor, f, "pdf", {"rows": rows, "complete": True, "volume": volume,
-                                                                 "sha256": hashlib.sha256(pdf).hexdigest()})
-        db.session.commit()
+        boundary.perform(actor, audit_export.record_export, f, "pdf", {
+            "rows": rows, "complete": True, "volume": volume, "sha256": hashlib.sha256(pdf).hexdigest()})
         headers = {"Content-Disposition": f'attachment; filename="audit-report-v{volume}.pdf"',
                    "X-More-Volumes": "yes" if more else "no"}
         return Response(pdf, mimetype="application/pdf", headers=headers)
@@ -103,9 +96,8 @@ def export(fmt):
         try:
             yield from audit_export.lines(db.session, actor, f, fmt, result)
         finally:
-            db.session.rollback()
-            audit_export.record_export(db.session, actor, f, fmt, result)
-            db.session.commit()
+            boundary.rollback()  # the export read; its record is a transaction of its own
+            boundary.perform(actor, audit_export.record_export, f, fmt, result)
 
     mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
     return Response(stream_with_context(generate()), mimetype=f"{mimetype}; charset=utf-8",
@@ -117,8 +109,11 @@ def export(fmt):
 def dashboard():
     days = max(1, min(request.args.get("days", 14, type=int) or 14, 90))
     data = audit_dashboard.build(db.session, _actor(), days=days)
+    # Wallet operations by their registry labels (the dashboard label), other actions by their code.
+    per_action = [(str(OPERATION_LABELS.get(action.removeprefix("wallet."), action)) if action.startswith("wallet.")
+                   else action, n) for action, n in data["per_action"]]
     charts = {"by_day": Markup(audit_dashboard.bar_chart_svg(data["by_day"])),
-              "per_action": Markup(audit_dashboard.hbar_svg(data["per_action"])),
+              "per_action": Markup(audit_dashboard.hbar_svg(per_action)),
               "per_branch": Markup(audit_dashboard.hbar_svg(data["per_branch"]))}
     return render_template("auditing/dashboard.html", data=data, days=days, charts=charts)
 
@@ -129,17 +124,14 @@ def chain():
     form = FlaskForm()
     report = None
     if form.validate_on_submit():
-        report = audit.verify_chain(db.session)
-        audit.record_verification(db.session, current_actor(), report)
-        db.session.commit()
+        report = boundary.perform(current_actor(), audit.verify_and_record)
         if report.intact:
             flash(_("The audit chain is intact: %(n)s events verified.", n=report.count), "success")
         else:
             flash(_("The audit chain is broken at sequence number %(seq)s.", seq=report.first_bad_seq), "error")
-    head = db.session.get(ChainHead, 1)
-    signed = checkpoints.all_checkpoints(db.session)[-20:][::-1]
-    return render_template("auditing/chain.html", form=form, head=head, report=report, checkpoints=signed,
-                           key_id=checkpoints.key_id())
+    state = overview.chain_state(db.session)
+    return render_template("auditing/chain.html", form=form, head=state.head, report=report,
+                           checkpoints=state.checkpoints, key_id=state.key_id)
 
 
 @bp.route("/public-key.pem", methods=["GET"])

@@ -12,8 +12,8 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from .. import crypto
-from ..extensions import db, login_manager
+from .. import boundary, policy
+from ..extensions import login_manager
 from ..models.staff import PendingSignin, Staff
 from ..passwords import STAFF_PASSWORD_MESSAGES
 from ..services import staff_auth
@@ -22,8 +22,8 @@ from .security import client_ip, current_actor, is_safe_next, requires
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 TIMEOUT_MESSAGES = {
-    "idle_timeout": _l("You were signed out after 15 minutes without activity. Please sign in again."),
-    "absolute_timeout": _l("Your session reached its 12-hour limit. Please sign in again."),
+    "idle_timeout": _l("You were signed out after %(n)s minutes without activity. Please sign in again."),
+    "absolute_timeout": _l("Your session reached its %(n)s-hour limit. Please sign in again."),
     "revoked": _l("Your session was ended by an administrator. Please sign in again."),
     "password_reset": _l("Your password was reset by an administrator. Please sign in again."),
     "totp_reset": _l("Your authenticator was reset by an administrator. Please sign in again."),
@@ -48,11 +48,18 @@ class ChangePasswordForm(FlaskForm):
         DataRequired(), EqualTo("new_password", message=STAFF_PASSWORD_MESSAGES["mismatch"])])
 
 
+def _timeout_message(reason: str) -> str:
+    """Why the session ended, with the policy's numbers (messages without one ignore them)."""
+    rules = policy.current().staff_signin
+    numbers = {"idle_timeout": rules.idle_timeout_minutes, "absolute_timeout": rules.absolute_timeout_hours}
+    return str(TIMEOUT_MESSAGES[reason]) % {"n": numbers.get(reason)}
+
+
 @login_manager.unauthorized_handler
 def _unauthorized():
     reason = g.get("session_end_reason")
     if reason in TIMEOUT_MESSAGES:
-        flash(TIMEOUT_MESSAGES[reason], "warning")
+        flash(_timeout_message(reason), "warning")
     else:
         flash(_("Please sign in first."), "info")
     target = request.full_path if request.method == "GET" else None
@@ -71,12 +78,10 @@ LOCKED_MESSAGE = _l("Too many failed attempts. This account is locked; try again
 def _pending() -> tuple[PendingSignin, Staff] | tuple[None, None]:
     state = session.get("pending")
     token = state.get("token") if isinstance(state, dict) else None
-    row, reason = staff_auth.resolve_pending_signin(db.session, token, source_ip=client_ip())
+    row, reason = boundary.step(staff_auth.resolve_pending_signin, token, source_ip=client_ip())
     if row is None:
         if state is not None:
             session.pop("pending", None)
-        if reason:
-            db.session.commit()  # the deletion and its audit event
         if reason == "expired":
             flash(_("The sign-in took too long. Please start again."), "warning")
         return None, None
@@ -101,10 +106,7 @@ def _finish(row: PendingSignin, staff: Staff):
     target = row.next_url
     lang = session.get("lang")
     session.clear()  # a brand-new session at every sign-in (no fixation)
-    staff_auth.end_pending_signin(db.session, row)
-    token, _row = staff_auth.start_session(db.session, staff, source_ip=client_ip())
-    notice = staff_auth.take_lock_notice(staff)
-    db.session.commit()
+    token, notice = boundary.step(staff_auth.finish_pending_signin, row, staff, source_ip=client_ip())
     session["sid"] = token
     session.permanent = True
     if lang:
@@ -124,21 +126,18 @@ def login():
     if request.method == "GET":
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
-        result = staff_auth.check_password(db.session, form.employee_no.data, form.password.data,
-                                           source_ip=client_ip())
+        result = boundary.step(staff_auth.check_password, form.employee_no.data, form.password.data,
+                               source_ip=client_ip())
         if result.status == "ok":
             lang = session.get("lang")
             session.clear()
             if lang:
                 session["lang"] = lang
-            token = staff_auth.begin_pending_signin(
-                db.session, result.staff, source_ip=client_ip(),
-                next_url=form.next.data if is_safe_next(form.next.data) else None)
-            db.session.commit()
+            token = boundary.step(staff_auth.begin_pending_signin, result.staff, source_ip=client_ip(),
+                                  next_url=form.next.data if is_safe_next(form.next.data) else None)
             _remember(token, result.staff)
             row, staff = _pending()
             return _next_step(row, staff)
-        db.session.commit()
         # Unknown number, wrong password, locked or inactive account: one answer for all.
         flash(_("Employee number or password is incorrect."), "error")
     return render_template("auth/login.html", form=form)
@@ -153,21 +152,18 @@ def totp():
         return _next_step(row, staff)
     form = TotpForm()
     if form.validate_on_submit():
-        result = staff_auth.check_totp(db.session, staff, form.code.data, source_ip=client_ip())
+        result = boundary.step(staff_auth.check_totp, staff, form.code.data, source_ip=client_ip())
         if result.status == "ok":
-            token = staff_auth.advance_pending_signin(db.session, row, staff_auth.PENDING_SECOND_FACTOR)
-            db.session.commit()
+            token = boundary.step(staff_auth.advance_pending_signin, row, staff_auth.PENDING_SECOND_FACTOR)
             _remember(token, staff)
             return _next_step(row, staff)
         if result.status != "invalid" or staff_auth.account_refused(staff):
             # Failed for good (locked now, or the account can no longer sign in).
-            staff_auth.end_pending_signin(db.session, row)
-            db.session.commit()
+            boundary.step(staff_auth.end_pending_signin, row)
             session.pop("pending", None)
             if result.status == "locked":
                 flash(LOCKED_MESSAGE, "error")
             return redirect(url_for("auth.login"))
-        db.session.commit()
         flash(_("The authenticator code is incorrect or was already used."), "error")
     return render_template("auth/totp.html", form=form, staff=staff)
 
@@ -181,22 +177,19 @@ def change_password():
         return redirect(url_for("auth.totp"))
     if not staff.must_change_password:
         return _next_step(row, staff)
+    min_length = policy.current().staff_signin.password_min_length
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        problems = staff_auth.change_own_password(db.session, staff, form.new_password.data,
-                                                  source_ip=client_ip())
+        problems = boundary.step(staff_auth.change_own_password, staff, form.new_password.data,
+                                 source_ip=client_ip())
         if not problems:
-            token = staff_auth.advance_pending_signin(db.session, row)
-            db.session.commit()
+            token = boundary.step(staff_auth.advance_pending_signin, row)
             _remember(token, staff)
             flash(_("Your password was changed."), "success")
             return _next_step(row, staff)
-        db.session.commit()
         for code in problems:
-            form.new_password.errors.append(
-                STAFF_PASSWORD_MESSAGES[code] % {"n": current_app.config["STAFF_PASSWORD_MIN_LENGTH"]})
-    return render_template("auth/change_password.html", form=form, staff=staff,
-                           min_length=current_app.config["STAFF_PASSWORD_MIN_LENGTH"])
+            form.new_password.errors.append(STAFF_PASSWORD_MESSAGES[code] % {"n": min_length})
+    return render_template("auth/change_password.html", form=form, staff=staff, min_length=min_length)
 
 
 @bp.route("/enrol", methods=["GET", "POST"])
@@ -206,21 +199,14 @@ def enrol():
         return redirect(url_for("auth.login"))
     if staff.totp_enrolled or staff.must_change_password:
         return _next_step(row, staff)
-    context = f"enrol:{staff.id}:{row.id}"
-    if row.enrol_secret_enc is None:
-        row.enrol_secret_enc = crypto.encrypt(staff_auth.new_totp_secret(), context=context)
-        db.session.commit()
-    secret = crypto.decrypt(row.enrol_secret_enc, context=context)
+    secret = boundary.step(staff_auth.enrolment_secret, row)
     form = TotpForm()
     if form.validate_on_submit():
-        ok = staff_auth.enroll_totp(db.session, staff, secret, form.code.data, source_ip=client_ip())
+        ok = boundary.step(staff_auth.enroll_totp, staff, secret, form.code.data, source_ip=client_ip())
         if ok:
-            row.enrol_secret_enc = None
-            token = staff_auth.advance_pending_signin(db.session, row, staff_auth.PENDING_SECOND_FACTOR)
-            db.session.commit()
+            token = boundary.step(staff_auth.finish_enrolment, row)
             _remember(token, staff)
             return _next_step(row, staff)
-        db.session.commit()
         flash(_("The code does not match. Check the time on your phone and try the current code."), "error")
     uri = staff_auth.totp_uri(staff, secret)
     qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
@@ -233,8 +219,7 @@ def enrol():
 def logout():
     row = g.get("staff_session")
     if current_user.is_authenticated and row is not None:
-        staff_auth.end_session(db.session, row, "signout", actor=current_actor())
-        db.session.commit()
+        boundary.perform(current_actor(), staff_auth.sign_out, row)
     lang = session.get("lang")
     session.clear()
     if lang:

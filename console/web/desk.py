@@ -8,32 +8,30 @@ commits are deferred to its answer, which is built first (console/answers.py).
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from .. import answers
+from .. import boundary, policy
 from ..adapters.registry import registry_from_config
 from ..extensions import db
-from ..identity import ID_ERRORS, ID_TYPES, mask_name
-from ..models.customer import RiskAlert, Wallet
-from ..models.service import Case, Receipt
+from ..identity import ID_TYPES, mask_name
+from ..models.customer import Wallet
+from ..models.service import Case
 from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, WALLET_UNLOCK
-from ..services import audit, cases, operations, receipts, verification, wallet_signin
+from ..services import cases, overview, operations, receipts, verification, wallet_signin
 from ..services.actor import Actor
-from ..services.errors import DomainError, InvalidInput, NotFound
-from ..services.wallet_credentials import SECURITY_QUESTIONS
-from ..timeutil import utcnow
-from . import once
-from .desk_labels import (INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS, REASON_LABELS, REFUSALS,
+from ..services.errors import InvalidInput
+from . import once, refusals
+from .desk_labels import (OPERATION_HELP, OPERATION_LABELS, REASON_LABELS, REFUSALS,
                           VERIFICATION_FAILURES)
+from .labels import security_question
 from .roles import ROLE_LABELS
 from .security import client_ip, guard_blueprint, requires
 
@@ -65,47 +63,21 @@ def desk_actor() -> Actor:
                            channel=Actor.service_channel(current_user))
 
 
-def _message(exc: DomainError) -> str:
-    reason = (exc.audit or {}).get("reason_code") or exc.message
-    return str(REFUSALS.get(reason) or INPUT_ERRORS.get(reason) or ID_ERRORS.get(reason)
-               or _("The request could not be completed."))
-
-
-def run(fn, *args, **kwargs):
-    """Call a service, keeping its change with its audit event, or roll back and record the refusal.
-
-    Both are committed with the request's answer (``once.finish``), after the view has built it.
-    """
-    try:
-        result = fn(*args, **kwargs)
-    except DomainError as exc:
-        db.session.rollback()
-        if exc.audit:
-            audit.record_refusal(db.session, desk_actor(), exc.audit)
-            answers.commit()
-        if isinstance(exc, NotFound):
-            abort(404)
-        flash(_message(exc), "error")
-        return None, exc
-    answers.commit()
-    return result, None
-
-
-def _refuse_with_403(fn, *args, **kwargs) -> None:
-    """Call a service's check: a refusal is recorded (after rollback) and answered with the 403 page."""
-    try:
-        fn(*args, **kwargs)
-    except DomainError as exc:
-        db.session.rollback()
-        if exc.audit:
-            audit.record_refusal(db.session, desk_actor(), exc.audit)
-            answers.commit()
-        abort(404 if isinstance(exc, NotFound) else 403)
+def perform(fn, *args, **kwargs):
+    """A service call by the signed-in staff member, through the boundary (console/boundary.py):
+    committed with the answer, or refused (rolled back, the refusal recorded, and answered by
+    console/web/refusals.py)."""
+    return boundary.perform(desk_actor(), fn, *args, **kwargs)
 
 
 def _case(case_no: str) -> Case:
-    found, _exc = run(cases.get_case, db.session, desk_actor(), case_no)
-    return found
+    refusals.come_back_to(url_for("desk.case", case_no=case_no))
+    return perform(cases.get_case, case_no)
+
+
+def _customer(customer_no: str, **kwargs):
+    refusals.come_back_to(url_for("desk.customer", customer_no=customer_no))
+    return perform(cases.get_customer, customer_no, **kwargs)
 
 
 # --- forms -------------------------------------------------------------------------------------
@@ -169,44 +141,23 @@ def search():
     form = _search_form()
     results = None
     if form.validate_on_submit():
-        results, exc = run(cases.search, db.session, desk_actor(), form.kind.data, form.value.data, form.id_type.data)
-        if exc is not None and isinstance(exc, InvalidInput):
-            form.value.errors = [_message(exc)]
+        try:
+            results = perform(cases.search, form.kind.data, form.value.data, form.id_type.data)
+        except InvalidInput as exc:
+            form.value.errors = [refusals.message(exc)]
         form.value.data = ""  # never echo the full number back into the page
     return render_template("desk/search.html", form=form, results=results or [], searched=True,
                            recent=[], channel=desk_actor().channel, mask_name=mask_name)
 
 
-def _customer_view(customer):
-    since = utcnow() - timedelta(hours=24)
-    wallets = []
-    for wallet in customer.wallets:
-        failures = wallet_signin.recent_failures(db.session, wallet, since=since)
-        sources = {}
-        for attempt in failures:
-            sources[attempt.source_ip or "-"] = sources.get(attempt.source_ip or "-", 0) + 1
-        alerts = db.session.scalars(select(RiskAlert).where(RiskAlert.wallet_id == wallet.id,
-                                                            RiskAlert.status == "open")).all()
-        wallets.append({"wallet": wallet, "failures": failures, "sources": sources, "alerts": alerts,
-                        "reason": wallet_signin.lock_reason(wallet),
-                        "sign_in": wallet_signin.sign_in_state(db.session, wallet)})
-    # Only the cases of the actor's own branch (the call centre is a branch too); the others are
-    # counted, never named.
-    branch_id = desk_actor().branch_id
-    past = db.session.scalars(select(Case).where(Case.customer_id == customer.id, Case.branch_id == branch_id)
-                              .order_by(Case.id.desc()).limit(10)).all()
-    elsewhere = db.session.scalar(select(func.count(Case.id)).where(
-        Case.customer_id == customer.id, or_(Case.branch_id != branch_id, Case.branch_id.is_(None)))) or 0
-    return {"customer": customer, "wallets": wallets, "past_cases": past, "cases_elsewhere": elsewhere,
-            "flagged": verification.is_flagged(db.session, customer.id),
-            "failed_verifications": verification.failed_recently(db.session, customer.id)}
+def _customer_view(customer) -> dict:
+    return vars(overview.customer_overview(db.session, desk_actor(), customer))
 
 
 @bp.route("/customers/<customer_no:customer_no>", methods=["GET"])
 def customer(customer_no):
-    found, exc = run(cases.get_customer, db.session, desk_actor(), customer_no)
-    if found is None:
-        abort(404)
+    refusals.come_back_to(url_for("desk.index"))
+    found = perform(cases.get_customer, customer_no)
     reveal_form = RevealForm()
     reveal_form.field.choices = [("mobile", _("Registered mobile")), ("id_number", _("ID document number"))]
     return render_template("desk/customer.html", **_customer_view(found), reveal_form=reveal_form,
@@ -216,13 +167,12 @@ def customer(customer_no):
 @bp.route("/customers/<customer_no:customer_no>/reveal", methods=["POST"])
 @requires("pii.reveal")
 def reveal(customer_no):
-    actor = desk_actor()
-    found, _exc = run(cases.get_customer, db.session, actor, customer_no, record_view=False)
+    found = _customer(customer_no, record_view=False)
     form = RevealForm()
     form.field.choices = [("mobile", _("Registered mobile")), ("id_number", _("ID document number"))]
     revealed = None
     if form.validate_on_submit():
-        value, _exc = run(cases.reveal, db.session, actor, found, form.field.data, form.reason.data)
+        value = perform(cases.reveal, found, form.field.data, form.reason.data)
         if value:
             revealed = (dict(form.field.choices)[form.field.data], value)
     return render_template("desk/customer.html", **_customer_view(found), reveal_form=form, revealed=revealed,
@@ -237,17 +187,15 @@ def clear_interrupted_sign_ins(customer_no, wallet_id):
     form = FlaskForm()
     if not form.validate_on_submit():
         abort(400)
-    actor = desk_actor()
-    found, _exc = run(cases.get_customer, db.session, actor, customer_no, record_view=False)
+    found = _customer(customer_no, record_view=False)
     wallet = next((w for w in found.wallets if w.id == wallet_id), None)
     if wallet is None:
         abort(404)
-    cleared, exc = run(wallet_signin.clear_interrupted, db.session, actor, wallet)
-    if exc is None:
-        if cleared:
-            flash(_("%(n)s interrupted sign-in(s) cleared. The customer can sign in again.", n=cleared), "success")
-        else:
-            flash(_("Nothing to clear: no sign-in of this wallet has been interrupted."), "info")
+    cleared = perform(wallet_signin.clear_interrupted, wallet)
+    if cleared:
+        flash(_("%(n)s interrupted sign-in(s) cleared. The customer can sign in again.", n=cleared), "success")
+    else:
+        flash(_("Nothing to clear: no sign-in of this wallet has been interrupted."), "info")
     return redirect(url_for("desk.customer", customer_no=customer_no))
 
 
@@ -256,59 +204,39 @@ def open_case(customer_no):
     form = FlaskForm()
     if not form.validate_on_submit():
         abort(400)
-    actor = desk_actor()
-    found, _exc = run(cases.get_customer, db.session, actor, customer_no, record_view=False)
-    case, _exc = run(cases.open_case, db.session, actor, found)
-    if case is None:
-        return redirect(url_for("desk.customer", customer_no=customer_no))
+    found = _customer(customer_no, record_view=False)
+    case = perform(cases.open_case, found)
     return redirect(url_for("desk.case", case_no=case.case_no))
 
 
 # --- the case: verify, operate, close ------------------------------------------------------------
 
 
-def _operation_rows(actor, case, proof):
-    rows = []
-    for wallet in case.customer.wallets:
-        for op in operations.RULES:
-            state, why = "available", None
-            if not operations.may_start(actor, case, op):
-                state, why = "not_allowed", REFUSALS["not_permitted"]
-            elif not operations.applicable(wallet, op):
-                state, why = "not_applicable", None
-            elif operations.RULES[op].needs_verification and proof is None:
-                state, why = "needs_verification", REFUSALS["verification_missing_or_expired"]
-            elif (operations.RULES[op].needs_verification and proof is not None
-                  and proof.strength not in operations._required_strength(case, op)):
-                state, why = "needs_verification", REFUSALS["verification_too_weak"]
-            if state == "not_applicable":
-                continue
-            form = OperationForm(prefix=f"w{wallet.id}-{op}")
-            form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in current_app.config["REASON_CODES"]]
-            rows.append({"wallet": wallet, "op": op, "label": OPERATION_LABELS[op], "help": OPERATION_HELP[op],
-                         "state": state, "why": why, "form": form,
-                         "approval": operations.needs_approval(actor, case, op)})
-    return rows
+def _operation_rows(rows):
+    """The case's operations (console.services.operations.availability), with their words and forms."""
+    shown = []
+    for row in rows:
+        form = OperationForm(prefix=f"w{row.wallet.id}-{row.operation}")
+        form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in policy.current().reason_codes]
+        shown.append({"wallet": row.wallet, "op": row.operation, "label": OPERATION_LABELS[row.operation],
+                      "help": OPERATION_HELP[row.operation], "state": row.state,
+                      "why": REFUSALS[row.reason] if row.reason else None, "form": form,
+                      "approval": row.needs_approval})
+    return shown
 
 
 def _render_case(case, *, counter_form=None, status=200):
-    actor = desk_actor()
-    proof = verification.valid_verification(db.session, actor, case)
-    pending = verification.pending_phone_verification(db.session, actor, case)
+    view = overview.case_overview(db.session, desk_actor(), case)
     counter_form = counter_form or CounterForm()
     counter_form.id_type.choices = [(k, str(v)) for k, v in ID_TYPES.items()]
-    wallet = case.customer.wallets[0] if case.customer.wallets else None
-    questions = []
-    if pending and pending.question_codes:
-        questions = [(code, SECURITY_QUESTIONS.get(code, code)) for code in pending.question_codes.split(",")]
-    last = case.verifications[-1] if case.verifications else None
-    receipt = db.session.scalar(select(Receipt).where(Receipt.case_id == case.id))
+    questions = [(code, security_question(code)) for code in view.question_codes]
     return render_template(
-        "desk/case.html", case=case, proof=proof, pending=pending, questions=questions, wallet=wallet,
-        counter_form=counter_form, note_form=NoteForm(), rows=_operation_rows(actor, case, proof) if case.status == "open" else [],
-        last=last, failures=VERIFICATION_FAILURES, flagged=verification.is_flagged(db.session, case.customer_id),
-        events=cases.case_events(db.session, case), receipt=receipt, mask_name=mask_name,
-        operation_labels=OPERATION_LABELS, role_labels=ROLE_LABELS), status
+        "desk/case.html", case=case, proof=view.proof, pending=view.pending, questions=questions,
+        wallet=case.customer.wallets[0] if case.customer.wallets else None,
+        counter_form=counter_form, note_form=NoteForm(), rows=_operation_rows(view.operations),
+        last=view.last, failures=VERIFICATION_FAILURES, flagged=view.flagged, events=view.events,
+        receipt=view.receipt, mask_name=mask_name, operation_labels=OPERATION_LABELS,
+        role_labels=ROLE_LABELS), status
 
 
 @bp.route("/cases/<case_no:case_no>", methods=["GET"])
@@ -323,13 +251,13 @@ def verify_counter(case_no):
     form.id_type.choices = [(k, str(v)) for k, v in ID_TYPES.items()]
     if form.validate_on_submit():
         registry = registry_from_config(current_app.config, db.session)
-        row, _exc = run(verification.verify_at_counter, db.session, desk_actor(), found, id_type=form.id_type.data,
-                        id_number=form.id_number.data, photo_matches=form.photo_matches.data, registry=registry)
-        if row is not None:
-            if row.status == "passed":
-                flash(_("Identity verified with the ID document. Valid for 15 minutes."), "success")
-            else:
-                flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
+        row = perform(verification.verify_at_counter, found, id_type=form.id_type.data,
+                      id_number=form.id_number.data, photo_matches=form.photo_matches.data, registry=registry)
+        if row.status == "passed":
+            flash(_("Identity verified with the ID document. Valid for %(n)s minutes.",
+                    n=policy.current().verification.valid_minutes), "success")
+        else:
+            flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
         return redirect(url_for("desk.case", case_no=case_no))
     return _render_case(found, counter_form=form, status=400 if request.method == "POST" else 200)
 
@@ -343,33 +271,31 @@ def _wallet_of(case) -> Wallet:
 @bp.route("/cases/<case_no:case_no>/verify/phone", methods=["POST"])
 def verify_phone_start(case_no):
     found = _case(case_no)
-    _refuse_with_403(verification.require_phone_verifier, db.session, desk_actor(), found)
+    perform(verification.require_phone_verifier, found)
     if FlaskForm().validate_on_submit():
-        row, _exc = run(verification.start_phone_verification, db.session, desk_actor(), found, _wallet_of(found))
-        if row is not None:
-            flash(_("A 6-digit code was sent by SMS to the registered mobile. Ask the customer to read it out."), "info")
+        perform(verification.start_phone_verification, found, _wallet_of(found))
+        flash(_("A 6-digit code was sent by SMS to the registered mobile. Ask the customer to read it out."), "info")
     return redirect(url_for("desk.case", case_no=case_no))
 
 
 @bp.route("/cases/<case_no:case_no>/verify/phone/resend", methods=["POST"])
 def verify_phone_resend(case_no):
     found = _case(case_no)
-    _refuse_with_403(verification.require_phone_verifier, db.session, desk_actor(), found)
+    perform(verification.require_phone_verifier, found)
     if FlaskForm().validate_on_submit():
         pending = verification.pending_phone_verification(db.session, desk_actor(), found)
         if pending is None:
             flash(str(REFUSALS["verification_not_pending"]), "error")
         else:
-            _row, exc = run(verification.resend_code, db.session, desk_actor(), found, pending)
-            if exc is None:
-                flash(_("A new code was sent. Tries already used still count."), "info")
+            perform(verification.resend_code, found, pending)
+            flash(_("A new code was sent. Tries already used still count."), "info")
     return redirect(url_for("desk.case", case_no=case_no))
 
 
 @bp.route("/cases/<case_no:case_no>/verify/phone/check", methods=["POST"])
 def verify_phone_check(case_no):
     found = _case(case_no)
-    _refuse_with_403(verification.require_phone_verifier, db.session, desk_actor(), found)
+    perform(verification.require_phone_verifier, found)
     if FlaskForm().validate_on_submit():
         actor = desk_actor()
         pending = verification.pending_phone_verification(db.session, actor, found)
@@ -377,38 +303,38 @@ def verify_phone_check(case_no):
             flash(str(REFUSALS["verification_not_pending"]), "error")
             return redirect(url_for("desk.case", case_no=case_no))
         answers = {code: request.form.get(f"answer_{code}", "")[:200] for code in pending.question_codes.split(",")}
-        row, exc = run(verification.check_phone_verification, db.session, actor, found, pending, _wallet_of(found),
-                       code=request.form.get("code", ""), answers=answers)
-        if row is not None:
-            if row.status == "passed":
-                flash(_("Identity verified by phone. Valid for 15 minutes."), "success")
-            elif row.status == "failed":
-                flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
-            else:
-                flash(_("The code is wrong. %(n)s tries left.", n=current_app.config["PHONE_CODE_TRIES"] - row.code_tries), "error")
+        row = perform(verification.check_phone_verification, found, pending, _wallet_of(found),
+                      code=request.form.get("code", ""), answers=answers)
+        if row.status == "passed":
+            flash(_("Identity verified by phone. Valid for %(n)s minutes.",
+                    n=policy.current().verification.valid_minutes), "success")
+        elif row.status == "failed":
+            flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
+        else:
+            flash(_("The code is wrong. %(n)s tries left.", n=policy.current().verification.code_tries - row.code_tries), "error")
     return redirect(url_for("desk.case", case_no=case_no))
 
 
 @bp.route("/cases/<case_no:case_no>/wallets/<int:wallet_id>/<operation>", methods=["POST"])
 def operate(case_no, wallet_id, operation):
     found = _case(case_no)
-    if operation not in operations.RULES:
+    if operation not in operations.registry.codes():
         abort(404)
     wallet = db.session.get(Wallet, wallet_id)
     if wallet is None or wallet.customer_id != found.customer_id:
         abort(404)
     form = OperationForm(prefix=f"w{wallet.id}-{operation}")
-    form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in current_app.config["REASON_CODES"]]
+    form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in policy.current().reason_codes]
     if not form.validate_on_submit():
         flash(_("Choose a reason and tick the confirmation box."), "error")
         return redirect(url_for("desk.case", case_no=case_no))
-    result, _exc = run(operations.perform, db.session, desk_actor(), found, wallet, operation,
-                       reason_code=form.reason_code.data, note=form.note.data or None)
-    if result is not None:
-        if result.status == "pending_approval":
-            flash(_("Request filed: a supervisor of your branch must approve it within 30 minutes."), "info")
-        else:
-            flash(_("Done: %(op)s. The customer has been notified by SMS.", op=OPERATION_LABELS[operation]), "success")
+    result = perform(operations.perform, found, wallet, operation,
+                     reason_code=form.reason_code.data, note=form.note.data or None)
+    if result.status == "pending_approval":
+        flash(_("Request filed: a supervisor of your branch must approve it within %(n)s minutes.",
+                n=policy.current().approvals.expiry_minutes), "info")
+    else:
+        flash(_("Done: %(op)s. The customer has been notified by SMS.", op=OPERATION_LABELS[operation]), "success")
     return redirect(url_for("desk.case", case_no=case_no))
 
 
@@ -417,7 +343,7 @@ def add_note(case_no):
     found = _case(case_no)
     form = NoteForm()
     if form.validate_on_submit():
-        run(cases.add_note, db.session, desk_actor(), found, form.text.data)
+        perform(cases.add_note, found, form.text.data)
     return redirect(url_for("desk.case", case_no=case_no))
 
 
@@ -425,9 +351,8 @@ def add_note(case_no):
 def close_case(case_no):
     found = _case(case_no)
     if FlaskForm().validate_on_submit():
-        receipt, _exc = run(receipts.close_and_issue, db.session, desk_actor(), found)
-        if receipt is not None:
-            flash(_("Case closed. Receipt %(no)s issued.", no=receipt.receipt_no), "success")
+        receipt = perform(receipts.close_and_issue, found)
+        flash(_("Case closed. Receipt %(no)s issued.", no=receipt.receipt_no), "success")
     return redirect(url_for("desk.case", case_no=case_no))
 
 
@@ -436,12 +361,9 @@ def receipt_pdf(receipt_no):
     """Printing changes state (the first print is the original, later ones copies): a POST."""
     if not FlaskForm().validate_on_submit():
         abort(400)
-    actor = desk_actor()
-    receipt, _exc = run(receipts.get_receipt, db.session, actor, receipt_no)
-    result, exc = run(receipts.print_receipt, db.session, actor, receipt)
-    if exc is not None:
-        abort(403)
-    pdf, copy = result
+    refusals.as_403()
+    receipt = perform(receipts.get_receipt, receipt_no)
+    pdf, copy = perform(receipts.print_receipt, receipt)
     name = f"{receipt.receipt_no}{'-copy' if copy else ''}.pdf"
     return current_app.response_class(pdf, mimetype="application/pdf", headers={
         "Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "no-store"})
@@ -453,10 +375,7 @@ def receipt_pdf(receipt_no):
 @bp.route("/approvals", methods=["GET"])
 @requires(APPROVAL_DECIDE)
 def approvals():
-    actor = desk_actor()
-    operations.expire_stale(db.session)
-    db.session.commit()
-    rows = operations.pending_for_branch(db.session, actor)
+    rows = perform(overview.pending_approvals)
     return render_template("desk/approvals.html", rows=rows, labels=OPERATION_LABELS, reasons=REASON_LABELS,
                            mask_name=mask_name)
 
@@ -470,16 +389,13 @@ def _decision_form():
 @bp.route("/approvals/<int:approval_id>", methods=["GET", "POST"])
 @requires(APPROVAL_DECIDE)
 def approval(approval_id):
-    actor = desk_actor()
-    row, _exc = run(operations.get_approval, db.session, actor, approval_id)
+    refusals.come_back_to(url_for("desk.approval", approval_id=approval_id))
+    row = perform(operations.get_approval, approval_id)
     form = _decision_form()
     if request.method == "POST" and form.validate_on_submit():
-        decided, _exc = run(operations.decide, db.session, actor, row, approve=form.decision.data == "approve",
-                            note=form.note.data)
-        if decided is not None:
-            flash(_("Approved and executed.") if decided.status == "executed" else _("Rejected."), "success")
-            return redirect(url_for("desk.approvals"))
-        db.session.refresh(row)
+        decided = perform(operations.decide, row, approve=form.decision.data == "approve", note=form.note.data)
+        flash(_("Approved and executed.") if decided.status == "executed" else _("Rejected."), "success")
+        return redirect(url_for("desk.approvals"))
     return render_template("desk/approval.html", row=row, form=form, evidence=json.loads(row.evidence or "{}"),
                            labels=OPERATION_LABELS, reasons=REASON_LABELS, mask_name=mask_name,
                            own=row.maker_id == current_user.id)

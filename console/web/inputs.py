@@ -246,7 +246,7 @@ def _staff_actor():
         staff = g.api_staff
         row = g.get("api_session")
         return Actor.for_staff(staff, source_ip=request.remote_addr, session_id=row.public_id if row else None,
-                               channel="api")
+                               channel="api", interface="api")
     if request.path.startswith("/api/"):
         return None  # the wallet back end's service key is not a staff member
     if current_user and current_user.is_authenticated:
@@ -256,16 +256,13 @@ def _staff_actor():
 
 def refuse_reference(parameter: str, kind: str, value):
     """A 404 for a reference that cannot exist; an ``access.denied`` event when staff sent it."""
-    from .. import answers
-    from ..extensions import db
-    from ..services import audit
+    from .. import boundary
 
     actor = _staff_actor()
     if actor is not None:
-        audit.record(db.session, actor, "access.denied", outcome="denied", reason_code="malformed_reference",
-                     details={"endpoint": request.endpoint, "method": request.method, "parameter": parameter,
-                              "kind": kind, "value": escaped(value), "path": escaped(request.path, 200)})
-        answers.commit()  # deferred under the desk and the APIs: committed with the 404
+        boundary.refuse(actor, "access.denied", reason_code="malformed_reference",
+                        details={"endpoint": request.endpoint, "method": request.method, "parameter": parameter,
+                                 "kind": kind, "value": escaped(value), "path": escaped(request.path, 200)})
     abort(404)
 
 

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, flash, g, has_request_context, redirect, request, session
 from werkzeug.exceptions import Conflict
 
-from .. import answers
+from .. import answers, boundary, policy
 from ..extensions import db
 from ..services import idempotency
 from ..services.idempotency import Decision, StoredAnswer
@@ -91,7 +91,7 @@ def begin_api(scope: str, *, retention=None):
                               "Idempotency-Key must be 8 to 128 characters from A-Z a-z 0-9 . _ : ~ + / = - "
                               "(optionally in double quotes).")
     request_fingerprint = idempotency.fingerprint(request.method, _path(), request.get_data(cache=True))
-    decision = idempotency.reserve(db.session, scope, key, request_fingerprint, commit=db.session.commit,
+    decision = idempotency.reserve(db.session, scope, key, request_fingerprint, commit=boundary.commit_now,
                                    request_id=answers.request_id(), retention=retention)
     return _api_decision(decision)
 
@@ -105,7 +105,7 @@ def replay_only(scope: str):
         return None
     answer = idempotency.lookup(db.session, scope, key,
                                 idempotency.fingerprint(request.method, _path(), request.get_data(cache=True)))
-    db.session.commit()
+    boundary.commit_now()
     return _replay(answer) if answer is not None else None
 
 
@@ -184,9 +184,9 @@ def begin_form(endpoints: frozenset[str]):
     fields = sorted((name, value) for name, values in request.form.lists() if name not in (FORM_FIELD, "csrf_token")
                     for value in values)
     filled = idempotency.fingerprint("POST", request.path, json.dumps(fields, ensure_ascii=False).encode())
-    deadline = time.monotonic() + current_app.config["IDEMPOTENCY_FORM_WAIT_SECONDS"]
+    deadline = time.monotonic() + policy.current().idempotency.form_wait_seconds
     while True:
-        decision = idempotency.reserve(db.session, scope, token, filled, commit=db.session.commit, kind="form",
+        decision = idempotency.reserve(db.session, scope, token, filled, commit=boundary.commit_now, kind="form",
                                        request_id=answers.request_id())
         if decision.kind != "in_flight" or time.monotonic() >= deadline:
             break
@@ -263,7 +263,7 @@ def finish(response):
         if request.path.startswith("/api/"):
             return in_flight_response(1)
         return current_app.make_response(current_app.handle_http_exception(Conflict()))
-    db.session.commit()
+    boundary.commit_answer()
     return response
 
 
@@ -278,7 +278,7 @@ def release_unanswered() -> None:
     try:
         db.session.rollback()
         idempotency.release(db.session, reservation)
-        db.session.commit()
+        boundary.commit_now()
     except Exception as exc:
         log.warning("could not release an idempotency key (%s); it is free again when its lease ends",
                     type(exc).__name__)

@@ -9,9 +9,10 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, g, request, session
 from flask_login import current_user
 
+from .. import boundary
 from ..extensions import db, login_manager
 from ..permissions import can
-from ..services import audit, staff_auth
+from ..services import staff_auth
 from ..services.actor import Actor
 from ..timeutil import utcnow
 
@@ -41,11 +42,9 @@ def current_actor(channel: str = "console") -> Actor:
 
 def deny(permission: str | None = None, *, reason: str = "not_permitted"):
     """Refuse the request: an audit event of its own, then a 403 page."""
-    db.session.rollback()
-    audit.record(db.session, current_actor(), "access.denied", outcome="denied", reason_code=reason,
-                 details={"endpoint": request.endpoint, "method": request.method,
-                          "path": request.path, "permission": permission})
-    db.session.commit()
+    boundary.refuse(current_actor(), "access.denied", reason_code=reason,
+                    details={"endpoint": request.endpoint, "method": request.method,
+                             "path": request.path, "permission": permission})
     abort(403)
 
 
@@ -95,11 +94,11 @@ def _load_staff_from_session(_request):
         session.pop("sid", None)
         if reason:
             g.session_end_reason = reason
-            db.session.commit()  # the timeout's audit event
+            boundary.commit_now()  # the timeout's audit event
         return None
     if utcnow() - row.last_seen_at >= TOUCH_EVERY:
         staff_auth.touch_session(row)
-        db.session.commit()
+        boundary.commit_now()
     g.staff_session = row
     g.staff_id = row.staff_id
     return row.staff
