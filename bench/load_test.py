@@ -46,7 +46,7 @@ FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) g
 def load_data(app, customers_n: int, events_n: int):
     """Bulk-load customers, wallets, registry entries and audit events; returns what the workload needs."""
     from console import crypto
-    from console.cli import demo_resident_id
+    from console.demo import demo_resident_id
     from console.extensions import db
     from console.identity import mask_id_number, mask_mobile
     from console.models.customer import Customer, Wallet

@@ -30,7 +30,7 @@ def main() -> int:
     _common.quiet_alembic()
     from datetime import date
 
-    from console.cli import demo_resident_id
+    from console.demo import demo_resident_id
     from console.extensions import db
     from console.services import customers, wallet_signin
     from console.services.actor import Actor

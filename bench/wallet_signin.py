@@ -99,7 +99,7 @@ def main() -> int:
         with app.app_context():
             from flask_migrate import upgrade
 
-            from console.cli import demo_resident_id
+            from console.demo import demo_resident_id
             from console.services import customers
             from console.services.actor import Actor
             from datetime import date

@@ -278,7 +278,7 @@ def make_wallet(*, name="张伟", password=WALLET_PASSWORD, born=None, mobile=No
     """A customer with one wallet, created through the real services (commits)."""
     from datetime import date
 
-    from console.cli import demo_resident_id
+    from console.demo import demo_resident_id
     from console.models.customer import TwoFactorBinding
     from console.services import customers, wallet_credentials
     from console.services.actor import Actor

@@ -15,6 +15,7 @@ from console.services import cases, operations, verification
 from console.services.actor import Actor
 from console.services.errors import DomainError
 
+from .concurrency import run_together
 from .conftest import ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet
 
 
@@ -71,32 +72,22 @@ def test_two_supervisors_approving_at_once_execute_once(app, backend):
     maker = make_staff("teller")
     checkers = [make_staff("supervisor"), make_staff("supervisor")]
     approval_id = _verified_request(wallet_no, maker)
-    barrier = threading.Barrier(2)
-    outcomes, errors = [], []
 
-    def approve(handle):
-        with app.app_context():
-            try:
-                actor = Actor.for_staff(db.session.get(Staff, handle.id), channel="counter")
-                row = db.session.get(Approval, approval_id)
-                barrier.wait()
-                operations.decide(db.session, actor, row, approve=True, note="核实无误")
-                db.session.commit()
-                outcomes.append("executed")
-            except DomainError as exc:
-                db.session.rollback()
-                outcomes.append(exc.audit["reason_code"] if exc.audit else exc.message)
-            except Exception as exc:  # collected and asserted
-                errors.append(exc)
-            finally:
-                db.session.remove()
+    def load(i):
+        return (Actor.for_staff(db.session.get(Staff, checkers[i].id), channel="counter"),
+                db.session.get(Approval, approval_id))
 
-    threads = [threading.Thread(target=approve, args=(c,)) for c in checkers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    def approve(loaded):
+        actor, row = loaded  # both checkers hold the request, still pending, before either decides
+        try:
+            operations.decide(db.session, actor, row, approve=True, note="核实无误")
+            db.session.commit()
+            return "executed"
+        except DomainError as exc:
+            db.session.rollback()
+            return exc.audit["reason_code"] if exc.audit else exc.message
+
+    outcomes = run_together(approve, 2, app=app, setup=load)
     assert sorted(outcomes) == ["already_decided", "executed"]
     assert db.session.get(Approval, approval_id).status == "executed"
     assert len([e for e in audit_events("wallet.release_freeze") if e.outcome == "success"]) == 1

@@ -1,11 +1,11 @@
 """The hash-chained audit trail: chaining, atomicity, append-only triggers, tamper detection."""
 import json
-import threading
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
+from console import boundary
 from console.extensions import db
 from console.models.audit import ChainHead
 from console.models.staff import Staff
@@ -13,6 +13,7 @@ from console.services import audit, staff_admin
 from console.services.actor import Actor
 from console.services.errors import NotAllowed
 
+from .concurrency import run_together
 from .conftest import audit_events, make_staff, tamper
 
 
@@ -90,9 +91,8 @@ def test_refused_service_changes_nothing(app):
     teller = _actor("teller", "BJ-001")
     target = make_staff("agent")
     with pytest.raises(NotAllowed):
-        staff_admin.unlock_staff(db.session, teller, db.session.get(Staff, target.id))
-    # The refusal itself is an audit event, committed by the caller; the account is untouched.
-    db.session.commit()
+        boundary.perform(teller, staff_admin.unlock_staff, db.session.get(Staff, target.id))
+    # The refusal itself is an audit event, recorded on its own after the rollback; the account is untouched.
     denied = audit_events("staff.unlock")
     assert [e.outcome for e in denied] == ["denied"]
 
@@ -193,30 +193,15 @@ def test_auditor_page_verifies_the_chain_and_records_it(login_as, client):
 def test_concurrent_appends_keep_one_gapless_chain(app, backend):
     """8 threads x 200 audited actions on PostgreSQL: 1,600 events numbered 1..1600, chain intact."""
     threads_n, per_thread = 8, 200
-    errors = []
-    barrier = threading.Barrier(threads_n)
 
     def worker(n):
-        with app.app_context():
-            try:
-                barrier.wait()
-                for i in range(per_thread):
-                    actor = Actor(kind="staff", staff_id=n, employee_no=f"W{n}", role="teller",
-                                  branch_code="BJ-001", channel="console")
-                    audit.record(db.session, actor, "access.denied", outcome="denied",
-                                 details={"thread": n, "i": i})
-                    db.session.commit()
-            except Exception as exc:  # collected and asserted below
-                errors.append(exc)
-            finally:
-                db.session.remove()
+        for i in range(per_thread):
+            actor = Actor(kind="staff", staff_id=n, employee_no=f"W{n}", role="teller",
+                          branch_code="BJ-001", channel="console")
+            audit.record(db.session, actor, "access.denied", outcome="denied", details={"thread": n, "i": i})
+            db.session.commit()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_together(worker, threads_n, app=app)
     rows = db.session.execute(text("SELECT seq, occurred_at FROM audit_event ORDER BY seq")).all()
     assert [seq for seq, _at in rows] == list(range(1, threads_n * per_thread + 1))
     # Each event carries the time it was chained: time never runs backwards against the order.

@@ -1,6 +1,5 @@
 """Two gunicorn nodes on different ports against one PostgreSQL and one Redis: nothing node-local."""
 import base64
-import threading
 
 import pyotp
 import pytest
@@ -9,6 +8,7 @@ from console.extensions import db
 from console.models.customer import LoginAttempt
 from console.services import audit
 
+from .concurrency import run_together
 from .conftest import audit_events, get_wallet, make_staff, make_wallet
 from .nodes import Browser, node_env, running_nodes
 
@@ -31,21 +31,14 @@ def _sign_in(browser, node, handle, code):
 
 def test_lockout_split_across_nodes_locks_at_exactly_the_limit(app, nodes):
     wallet_no = make_wallet()
-    results, lock = [], threading.Lock()
 
     def attempt(i):
-        browser = Browser()
-        status, _h, body = browser.request(nodes[i % 2].url + "/api/wallet/v1/sign-in", json_body={
+        status, _h, body = Browser().request(nodes[i % 2].url + "/api/wallet/v1/sign-in", json_body={
             "wallet_no": wallet_no, "password": "wrong-password", "client_ip": "198.51.100.4"},
             headers={"Authorization": f"Bearer {WALLET_KEY}"})
-        with lock:
-            results.append((status, body))
+        return status, body
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_together(attempt, 24)
     assert all(status == 200 for status, _ in results), results[:3]
     checked = db.session.query(LoginAttempt).filter_by(password_checked=True).count()
     assert checked == 5
@@ -70,24 +63,15 @@ def test_audit_chain_stays_intact_with_both_nodes_writing(app, nodes):
     before = len(audit_events())
     browser = Browser()
     _sign_in(browser, nodes[0], handle, pyotp.TOTP(handle.totp_secret).now())
-    errors = []
     token = browser.csrf(nodes[1].url + "/desk/")  # one CSRF secret in the shared session cookie
 
-    def search(node, n):
-        try:
-            for _ in range(n):
-                status, _h, _b = browser.request(node.url + "/desk/search", {
-                    "kind": "wallet_no", "id_type": "resident_id", "value": wallet_no, "csrf_token": token})
-                assert status == 200
-        except Exception as exc:  # collected and asserted
-            errors.append(exc)
+    def search(i):
+        for _ in range(25):
+            status, _h, _b = browser.request(nodes[i % 2].url + "/desk/search", {
+                "kind": "wallet_no", "id_type": "resident_id", "value": wallet_no, "csrf_token": token})
+            assert status == 200
 
-    threads = [threading.Thread(target=search, args=(nodes[i % 2], 25)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_together(search, 4)  # a failed search in any thread fails the test
     report = audit.verify_chain(db.session)
     assert report.intact
     assert len(audit_events("customer.search")) == 100

@@ -23,6 +23,7 @@ from console.extensions import db
 from console.models.ratelimit import RateLimitCounter
 from console.ratelimits import DatabaseCounter, RedisWithDatabaseFallback
 
+from .concurrency import run_together
 from .conftest import IsolatedClient, make_staff, post_form, sign_in
 from .nodes import Browser, free_port, node_env, running_nodes
 
@@ -114,19 +115,10 @@ def test_two_workers_share_one_database_counter(app, database_url):
         assert all(limiter.storage.on_database for limiter in limiters)
 
         # concurrently, from both "workers": exactly the limit gets through
-        results, lock = [], threading.Lock()
+        def hammer(i):
+            return [limiters[i % 2].hit(parse("12 per hour"), "client:3") for _ in range(10)]
 
-        def hammer(limiter):
-            for _ in range(10):
-                allowed = limiter.hit(parse("12 per hour"), "client:3")
-                with lock:
-                    results.append(allowed)
-
-        threads = [threading.Thread(target=hammer, args=(limiters[i % 2],)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = [allowed for hits in run_together(hammer, 6) for allowed in hits]
         assert results.count(True) == 12 and len(results) == 60
         assert _hits("client:3") == 60
         stats = limiters[0].get_window_stats(limit, "client:1")

@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import pytest
 
-from console import timeutil
+from console import policy, timeutil
 from console.extensions import db
 from console.models.customer import LoginAttempt, WalletLock
 from console.services import wallet_signin
 
+from .concurrency import run_together
 from .conftest import WALLET_PASSWORD, audit_events, get_wallet, make_wallet, sign_in_wallet
 
 
@@ -104,6 +105,7 @@ def test_locks_older_than_the_window_do_not_escalate(app):
 def test_configured_policy_is_honoured(app):
     app.config["WALLET_LOCKOUT_THRESHOLD"] = 3
     app.config["WALLET_LOCK_DURATIONS_MINUTES"] = (10,)
+    policy.rebuild(app)
     wallet_no = make_wallet()
     assert [sign_in_wallet(wallet_no, "x-wrong-x").result for _ in range(3)][-1] == "locked"
     assert get_wallet(wallet_no).lock_until - timeutil.utcnow() <= timedelta(minutes=10)
@@ -131,28 +133,12 @@ def test_attempts_are_logged_operationally_not_in_the_audit_chain(app):
 
 
 def _burst(app, wallet_no, password, n, sources=1):
-    results, errors = [], []
-    barrier = threading.Barrier(n)
-
     def attempt(i):
-        with app.app_context():
-            try:
-                barrier.wait()
-                outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
-                                                     source_ip=f"10.1.0.{i % sources}")
-                results.append((outcome.result, outcome.password_checked))
-            except Exception as exc:  # collected and asserted
-                errors.append(exc)
-            finally:
-                db.session.remove()
+        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+                                             source_ip=f"10.1.0.{i % sources}")
+        return outcome.result, outcome.password_checked
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    return results
+    return run_together(attempt, n, app=app)
 
 
 @pytest.mark.postgres_only
@@ -177,6 +163,7 @@ def test_fifty_concurrent_right_passwords_never_lock(app, backend, checks):
     # 50 argon2 checks queue for a few seconds on two cores; let every attempt wait its turn
     # instead of answering "busy" (which is not a lock, but would make the outcome timing-dependent).
     app.config["WALLET_CLAIM_WAIT_SECONDS"] = 120
+    policy.rebuild(app)
     wallet_no = make_wallet()
     results = _burst(app, wallet_no, WALLET_PASSWORD, 50)
     assert results == [("ok", True)] * 50

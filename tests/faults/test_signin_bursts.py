@@ -21,6 +21,7 @@ from console.extensions import db
 from console.models.customer import LoginAttempt, Wallet
 from console.services import wallet_signin
 
+from ..concurrency import run_together
 from ..conftest import WALLET_PASSWORD, audit_events, make_wallet
 
 BURST = 20
@@ -37,38 +38,26 @@ SUCCESS = set(wallet_signin.SUCCESS_RESULTS)
 def burst(app, wallet_no: str, passwords: list[str], *, claims_first: int | None = None):
     """Sign in with every password at once. ``claims_first``: that attempt claims its place before
     the others start (so it is first in the order, whatever the scheduler does)."""
-    answers: list = [None] * len(passwords)
-    barrier = threading.Barrier(len(passwords))
     first_claimed = threading.Event()
     if claims_first is None:
         first_claimed.set()
+    thread = threading.local()
 
     def claimed(_point):
-        if threading.current_thread().name == "claims-first":
+        if getattr(thread, "claims_first", False):
             first_claimed.set()
 
     def attempt(i):
-        with app.app_context():
-            try:
-                barrier.wait()
-                if i != claims_first:
-                    first_claimed.wait(30)
-                outcome = wallet_signin.authenticate(db.session, wallet_no, passwords[i], commit=db.session.commit,
-                                                     source_ip="198.51.100.9")
-                answers[i] = (outcome.result, outcome.seq, outcome.password_checked)
-            except Exception as exc:  # asserted below
-                answers[i] = exc
-            finally:
-                db.session.remove()
+        if i == claims_first:
+            thread.claims_first = True
+        else:
+            first_claimed.wait(30)
+        outcome = wallet_signin.authenticate(db.session, wallet_no, passwords[i], commit=db.session.commit,
+                                             source_ip="198.51.100.9")
+        return outcome.result, outcome.seq, outcome.password_checked
 
-    threads = [threading.Thread(target=attempt, args=(i,), name="claims-first" if i == claims_first else None)
-               for i in range(len(passwords))]
     with faults.installed("signin.claimed", claimed):
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    return answers
+        return run_together(attempt, len(passwords), app=app, timeout=None)
 
 
 def replay(answers, right_index: int, limit: int, *, allow_busy: bool = False) -> dict:

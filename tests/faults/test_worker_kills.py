@@ -18,6 +18,7 @@ from console.extensions import db
 from console.models.customer import LoginAttempt
 from console.services import audit
 
+from ..concurrency import run_together
 from ..conftest import WALLET_PASSWORD, audit_events, get_wallet, make_wallet
 from ..nodes import Browser, Node, node_env
 
@@ -108,7 +109,6 @@ def test_bursts_across_two_nodes_with_connections_dropped_leave_no_wallet_stuck(
     database is terminated mid-burst. Answers are 200 or 503 (never 500); afterwards each wallet
     answers truthfully and has no claim left pending."""
     import json
-    import threading
 
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -123,10 +123,8 @@ def test_bursts_across_two_nodes_with_connections_dropped_leave_no_wallet_stuck(
     with running_nodes(env) as nodes:
         for burst_no in range(4):
             wallet_no = make_wallet()
-            barrier = threading.Barrier(13)
 
-            def attempt(i, wallet_no=wallet_no, barrier=barrier):
-                barrier.wait()
+            def attempt(i, wallet_no=wallet_no):
                 password = WALLET_PASSWORD if i == 7 else "wrong-password-1"
                 try:
                     status, _h, _b = Browser().request(nodes[i % 2].url + "/api/wallet/v1/sign-in", json_body={
@@ -134,18 +132,15 @@ def test_bursts_across_two_nodes_with_connections_dropped_leave_no_wallet_stuck(
                         headers={"Authorization": f"Bearer {WALLET_KEY}"})
                 except (urllib.error.URLError, ConnectionError):
                     status = None
-                statuses.append(status)
+                return status
 
-            threads = [threading.Thread(target=attempt, args=(i,)) for i in range(12)]
-            for t in threads:
-                t.start()
-            barrier.wait()
-            time.sleep(0.05 * (burst_no + 1))  # drop at a different moment in each burst
-            with admin.connect() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": dbname})
-            for t in threads:
-                t.join()
+            def drop_connections(burst_no=burst_no):
+                time.sleep(0.05 * (burst_no + 1))  # drop at a different moment in each burst
+                with admin.connect() as conn:
+                    conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": dbname})
+
+            statuses += run_together(attempt, 12, during=drop_connections, timeout=None)
             db.session.remove()
             answer = _answer_after_retry(nodes[0], wallet_no, WALLET_PASSWORD)
             wallet = get_wallet(wallet_no)
