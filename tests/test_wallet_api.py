@@ -198,6 +198,7 @@ def test_unknown_route_and_wrong_method_are_json(app, api):
     assert api("GET", "/nope").get_json()["error"]["code"] == "not_found"
     response = api("GET", "/sign-in")
     assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["Allow"] == "OPTIONS, POST"
 
 
 def test_openapi_describes_exactly_the_real_routes(app, client):

@@ -1,7 +1,6 @@
-"""One JSON error shape for every API, and small request validators."""
+"""One JSON error shape for every API, and the JSON body (its fields are validated by the pydantic
+models of console/api/schemas.py)."""
 from __future__ import annotations
-
-import ipaddress
 
 from flask import has_request_context, jsonify, request
 
@@ -27,6 +26,23 @@ def error_response(status: int, code: str, message: str, **details):
     return response
 
 
+def domain_error_response(exc, *, not_found: tuple[str, str] = ("not_found", "Not found.")):
+    """A refused service call, answered as JSON: the one place that maps a DomainError to the API's
+    error shape (the boundary, console/boundary.py, has rolled back and recorded the refusal)."""
+    from ..services.errors import InvalidInput, NotFound
+
+    reason = (exc.audit or {}).get("reason_code") or exc.message
+    if isinstance(exc, NotFound):
+        return error_response(404, *not_found)
+    if isinstance(exc, InvalidInput):
+        return error_response(422, "invalid_request", "Some fields are missing or invalid.", reason=reason,
+                              **({"field": exc.details["field"]} if "field" in exc.details else {}))
+    status = 409 if exc.code == "conflict" or reason in ("already_pending", "already_decided") else 403
+    if reason == "customer_sms_cap":
+        status = 429  # the customer's SMS codes for the window are spent, by whoever sent them
+    return error_response(status, reason, "The request was refused.")
+
+
 def json_body() -> dict:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
@@ -42,39 +58,3 @@ def json_body() -> dict:
         raise ApiError(400, "invalid_characters",
                        "The body contains control characters (such as NUL) that are not allowed.")
     return data
-
-
-def field(data: dict, name: str, *, required: bool = True, max_length: int = 128, pattern=None,
-          kind=str, errors: dict):
-    value = data.get(name)
-    if value is None:
-        if required:
-            errors[name] = "required"
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        errors[name] = f"must be a {'string' if kind is str else kind.__name__}"
-        return None
-    if kind is str:
-        if not value or len(value) > max_length:
-            errors[name] = f"must be 1 to {max_length} characters"
-            return None
-        if pattern is not None and not pattern.fullmatch(value):
-            errors[name] = "has the wrong format"
-            return None
-    return value
-
-
-def ip_field(data: dict, name: str, errors: dict) -> str | None:
-    value = field(data, name, required=False, max_length=64, errors=errors)
-    if value is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        errors[name] = "must be an IPv4 or IPv6 address"
-        return None
-
-
-def raise_if(errors: dict) -> None:
-    if errors:
-        raise ApiError(422, "invalid_request", "Some fields are missing or invalid.", fields=errors)

@@ -10,27 +10,43 @@ never stored, and a retry simply signs in again.
 from __future__ import annotations
 
 import json
-import re
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, request
 from sqlalchemy import select
 
-from .. import answers, crypto
+from .. import boundary, crypto, policy
 from ..adapters.registry import registry_from_config
 from ..extensions import csrf, db
 from ..identity import mask_name
 from ..models.customer import Wallet
-from ..services import audit, cases, operations, receipts, staff_auth, verification, wallet_signin
+from ..services import cases, operations, overview, receipts, staff_auth, verification
 from ..services.actor import Actor
-from ..services.errors import DomainError, InvalidInput, NotFound
+from ..services.errors import DomainError
 from ..web import once
-from .common import ApiError, error_response, field, json_body, raise_if
-from .staff_openapi import openapi_document
+from . import staff_schemas as S
+from .common import ApiError, domain_error_response, error_response
+from .schemas import ApiSpec, OpenApiDocument, answer, request_body
 
 bp = Blueprint("staff_api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 PUBLIC = {"staff_api.issue_token", "staff_api.openapi"}
-EMPLOYEE_NO = re.compile(r"[A-Za-z0-9]{1,16}")
+api = ApiSpec(bp, title="Branch Console staff API", security_scheme="bearer", description=lambda rules: (
+    "The service desk as JSON. Tokens come from POST /tokens after password + TOTP, expire after "
+    f"{rules.staff_signin.idle_timeout_minutes} minutes idle or {rules.staff_signin.absolute_timeout_hours} hours, "
+    "and are revoked at sign-out or when the account is disabled. Every call is "
+    "permission-checked and audited like the pages. Every error has the shape "
+    "`{error: {code, message, details?, request_id}}`; the request id is also the `X-Request-ID` header. "
+    "Request bodies are validated against the schemas below: unknown fields are refused, strings carry no "
+    "control characters (tab, CR and LF aside), and an invalid body is a 422 `invalid_request` whose "
+    "`details.fields` maps each field to what is wrong with it. A method a path does not offer is a 405 with "
+    "an `Allow` header. Every state-changing call but POST /tokens takes an `Idempotency-Key` (IETF httpapi "
+    "draft): a retry with the same key gets the first answer again, marked `Idempotent-Replayed: true`, and "
+    "the work is done once. Keys belong to the staff member (to the token for DELETE /tokens/current) and "
+    f"are kept {rules.idempotency.key_hours} hours; 5xx and 429 answers are not kept. POST /tokens takes none: its answer is a secret, "
+    "never stored; a retry signs in again. POST /customers/search only reads: it takes none either."))
+
+REFUSED = ("refused by the rules: permission, branch scope or the case's state (the code names the reason, "
+           "e.g. not_permitted, not_your_case, wrong_case)")
 
 
 @bp.before_request
@@ -44,7 +60,7 @@ def _authenticate():
     row, reason = staff_auth.resolve_session(db.session, token.strip())
     token_scope = f"token:{crypto.token_digest(token.strip())[:40]}"
     if row is None or row.kind != "api":
-        db.session.commit()  # a timeout's audit event
+        boundary.commit_now()  # a timeout's audit event
         if request.endpoint == "staff_api.revoke_token":
             replayed = once.replay_only(token_scope)  # a retried sign-out: its token is gone by now
             if replayed is not None:
@@ -55,7 +71,7 @@ def _authenticate():
     g.api_session = row
     g.api_staff = row.staff
     g.staff_id = row.staff_id
-    db.session.commit()
+    boundary.commit_now()
     return once.begin_api(token_scope if request.endpoint == "staff_api.revoke_token" else f"staff:{g.staff_id}")
 
 
@@ -65,31 +81,18 @@ bp.after_request(once.finish)
 def actor() -> Actor:
     staff = g.api_staff
     return Actor.for_staff(staff, source_ip=request.remote_addr, session_id=g.api_session.public_id,
-                           channel=Actor.service_channel(staff))
+                           channel=Actor.service_channel(staff), interface="api")
 
 
-def call(fn, *args, **kwargs):
-    """Run a service (its change is committed with the answer), or roll back and record the
-    refusal, answering in the one error shape."""
-    try:
-        result = fn(*args, **kwargs)
-    except DomainError as exc:
-        db.session.rollback()
-        if exc.audit:
-            audit.record_refusal(db.session, actor(), exc.audit)
-            answers.commit()  # deferred: committed with the answer
-        reason = (exc.audit or {}).get("reason_code") or exc.message
-        if isinstance(exc, NotFound):
-            raise ApiError(404, "not_found", "Not found.") from None
-        if isinstance(exc, InvalidInput):
-            raise ApiError(422, "invalid_request", "Some fields are missing or invalid.",
-                           reason=reason, **({"field": exc.details["field"]} if "field" in exc.details else {})) from None
-        status = 409 if exc.code == "conflict" or reason in ("already_pending", "already_decided") else 403
-        if reason == "customer_sms_cap":
-            status = 429  # the customer's SMS codes for the window are spent, by whoever sent them
-        raise ApiError(status, reason, "The request was refused.") from None
-    answers.commit()  # deferred: once.finish commits the work with its answer
-    return result
+def perform(fn, *args, **kwargs):
+    """A service call by the token's staff member, through the boundary (console/boundary.py); a
+    refusal is answered by :func:`_refused`."""
+    return boundary.perform(actor(), fn, *args, **kwargs)
+
+
+@bp.errorhandler(DomainError)
+def _refused(exc: DomainError):
+    return domain_error_response(exc)
 
 
 @bp.errorhandler(ApiError)
@@ -100,101 +103,102 @@ def _api_error(exc: ApiError):
 # --- tokens ------------------------------------------------------------------------------------
 
 
-@bp.post("/tokens")
+@api.operation("POST", "/tokens", "issueToken", summary="Sign in: password and TOTP code; returns a bearer token.",
+               body=S.TokenRequest, answers={201: (S.Token, "Signed in.")}, public=True, idempotent=False,
+               rate_limited=True, refusals={
+                   401: "employee number, password or code incorrect, or an account that cannot sign in "
+                        "(code invalid_credentials: one answer for all)",
+                   403: "sign in to the console once to change the password and enrol TOTP (code signin_incomplete)"})
 def issue_token():
-    data = json_body()
-    errors: dict = {}
-    employee_no = field(data, "employee_no", pattern=EMPLOYEE_NO, max_length=16, errors=errors)
-    password = field(data, "password", max_length=256, errors=errors)
-    code = field(data, "totp_code", pattern=re.compile(r"\d{6}"), max_length=6, errors=errors)
-    raise_if(errors)
+    data = request_body()
     ip = request.remote_addr
     # Unknown number, wrong password or code, locked or inactive account: one answer for all,
     # so the endpoint cannot confirm an employee number (issue #11 part 4).
     refused = ApiError(401, "invalid_credentials",
                        "Employee number, password or code is incorrect, or the account cannot sign in.")
-    result = staff_auth.check_password(db.session, employee_no, password, source_ip=ip)
-    db.session.commit()
+    result = boundary.step(staff_auth.check_password, data.employee_no, data.password, source_ip=ip)  # it counts
     if result.status != "ok":
         raise refused
     staff = result.staff
     if staff.must_change_password or not staff.totp_enrolled:
         raise ApiError(403, "signin_incomplete", "Sign in to the console once to change the password and enrol TOTP.")
-    result = staff_auth.check_totp(db.session, staff, code, source_ip=ip)
-    db.session.commit()
+    result = boundary.step(staff_auth.check_totp, staff, data.totp_code, source_ip=ip)  # it counts
     if result.status != "ok":
         raise refused
-    token, row = staff_auth.start_session(db.session, staff, source_ip=ip, kind="api")
-    db.session.commit()
-    config = current_app.config
-    return jsonify({"token": token, "token_type": "Bearer", "session": row.public_id,
-                    "idle_timeout_seconds": config["STAFF_IDLE_TIMEOUT_MINUTES"] * 60,
-                    "absolute_timeout_seconds": config["STAFF_ABSOLUTE_TIMEOUT_HOURS"] * 3600}), 201
+    token, row = boundary.step(staff_auth.start_session, staff, source_ip=ip, kind="api")
+    rules = policy.current().staff_signin
+    return answer(S.Token, 201, token=token, token_type="Bearer", session=row.public_id,
+                  idle_timeout_seconds=rules.idle_timeout_minutes * 60,
+                  absolute_timeout_seconds=rules.absolute_timeout_hours * 3600)
 
 
-@bp.delete("/tokens/current")
+@api.operation("DELETE", "/tokens/current", "revokeToken", summary="Sign out: revoke this token.",
+               answers={200: (S.Revoked, "Revoked.")})
 def revoke_token():
-    staff_auth.end_session(db.session, g.api_session, "signout", actor=actor())
-    return jsonify({"result": "revoked"})
+    perform(staff_auth.sign_out, g.api_session)
+    return answer(S.Revoked, result="revoked")
 
 
 # --- customers and cases ---------------------------------------------------------------------
 
 
-def _customer_json(customer, *, detail=False) -> dict:
-    body = {"customer_no": customer.customer_no, "name": mask_name(customer.name),
+def _customer_json(customer) -> dict:
+    view = overview.customer_overview(db.session, actor(), customer)
+    return {"customer_no": customer.customer_no, "name": mask_name(customer.name),
             "id_type": customer.id_type, "id_number": customer.id_number_masked, "mobile": customer.mobile_masked,
-            "wallets": [_wallet_json(w) for w in customer.wallets]}
-    if detail:
-        body["flagged_for_counter_only"] = verification.is_flagged(db.session, customer.id)
-    return body
+            "wallets": [w.state() for w in view.wallets], "flagged_for_counter_only": view.flagged}
 
 
-def _wallet_json(wallet: Wallet) -> dict:
-    return {**operations.wallet_state(wallet), "tier": wallet.tier, "lock_reason": wallet_signin.lock_reason(wallet),
-            "sign_in": wallet_signin.sign_in_state(db.session, wallet).as_json()}
-
-
-@bp.post("/customers/search")
+@api.operation("POST", "/customers/search", "searchCustomers",
+               summary="Exact search by wallet number, mobile or ID number.", body=S.SearchRequest,
+               description="Only reads: it takes no Idempotency-Key (one sent is ignored), and its answers are "
+                           "never kept; a retry simply searches again (and is audited again).",
+               answers={200: (S.Customers, "The customers found (none, or one).")}, rate_limited=True,
+               idempotent=False, refusals={
+                   403: REFUSED,
+                   422: "a value of the wrong format for its kind (code invalid_request; details.reason, e.g. "
+                        "mobile_format or id_checksum, and details.field)"})
 def search_customers():
-    data = json_body()
-    errors: dict = {}
-    kind = field(data, "kind", max_length=16, errors=errors)
-    value = field(data, "value", max_length=40, errors=errors)
-    id_type = field(data, "id_type", required=False, max_length=24, errors=errors) or "resident_id"
-    raise_if(errors)
-    found = call(cases.search, db.session, actor(), kind, value, id_type)
-    return jsonify({"customers": [_customer_json(c) for c in found]})
+    data = request_body()
+    found = perform(cases.search, data.kind, data.value, data.id_type or "resident_id")
+    return answer(S.Customers, customers=[_customer_json(c) for c in found])
 
 
-@bp.get("/customers/<customer_no:customer_no>")
+@api.operation("GET", "/customers/<customer_no:customer_no>", "getCustomer", summary="A customer, masked.",
+               answers={200: (S.Customer, "The customer.")}, refusals={403: REFUSED})
 def get_customer(customer_no):
-    customer = call(cases.get_customer, db.session, actor(), customer_no)
-    return jsonify(_customer_json(customer, detail=True))
+    customer = perform(cases.get_customer, customer_no)
+    return answer(S.Customer, **_customer_json(customer))
 
 
 def _case_json(case) -> dict:
-    proof = verification.valid_verification(db.session, actor(), case)
+    view = overview.case_overview(db.session, actor(), case)
+    proof = view.proof
     return {"case_no": case.case_no, "status": case.status, "channel": case.channel,
             "customer_no": case.customer.customer_no, "opened_at": case.opened_at.isoformat(),
             "verified_until": proof.expires_at.isoformat() if proof else None,
-            "verification_strength": proof.strength if proof else None}
+            "verification_strength": proof.strength if proof else None,
+            "operations": [{"wallet_no": row.wallet.wallet_no, "operation": row.operation, "state": row.state,
+                            "reason": row.reason, "needs_approval": row.needs_approval} for row in view.operations]}
 
 
-@bp.post("/customers/<customer_no:customer_no>/cases")
+@api.operation("POST", "/customers/<customer_no:customer_no>/cases", "openCase",
+               summary="Open a case for this customer.", answers={201: (S.Case, "The case opened.")},
+               refusals={403: REFUSED})
 def open_case(customer_no):
-    customer = call(cases.get_customer, db.session, actor(), customer_no, record_view=False)
-    case = call(cases.open_case, db.session, actor(), customer)
-    return jsonify(_case_json(case)), 201
+    customer = perform(cases.get_customer, customer_no, record_view=False)
+    case = perform(cases.open_case, customer)
+    return answer(S.Case, 201, **_case_json(case))
 
 
 def _case(case_no):
-    return call(cases.get_case, db.session, actor(), case_no)
+    return perform(cases.get_case, case_no)
 
 
-@bp.get("/cases/<case_no:case_no>")
+@api.operation("GET", "/cases/<case_no:case_no>", "getCase", summary="A case of your branch.",
+               answers={200: (S.Case, "The case, with what may be done in it.")}, refusals={403: REFUSED})
 def get_case(case_no):
-    return jsonify(_case_json(_case(case_no)))
+    return answer(S.Case, **_case_json(_case(case_no)))
 
 
 def _verification_json(row) -> dict:
@@ -205,20 +209,16 @@ def _verification_json(row) -> dict:
             "code_tries": row.code_tries}
 
 
-@bp.post("/cases/<case_no:case_no>/verifications/counter")
+@api.operation("POST", "/cases/<case_no:case_no>/verifications/counter", "verifyAtCounter",
+               summary="Strong verification with the ID document.", body=S.CounterVerificationRequest,
+               answers={201: (S.Verification, "The verification, passed or failed (failure_reason).")},
+               refusals={403: REFUSED})
 def verify_counter(case_no):
     case = _case(case_no)
-    data = json_body()
-    errors: dict = {}
-    id_type = field(data, "id_type", max_length=24, errors=errors)
-    id_number = field(data, "id_number", max_length=40, errors=errors)
-    photo = data.get("photo_matches")
-    if not isinstance(photo, bool):
-        errors["photo_matches"] = "must be a boolean (the teller attests the photo matches the person)"
-    raise_if(errors)
-    row = call(verification.verify_at_counter, db.session, actor(), case, id_type=id_type, id_number=id_number,
-               photo_matches=photo, registry=registry_from_config(current_app.config, db.session))
-    return jsonify(_verification_json(row)), 201
+    data = request_body()
+    row = perform(verification.verify_at_counter, case, id_type=data.id_type, id_number=data.id_number,
+                  photo_matches=data.photo_matches, registry=registry_from_config(current_app.config, db.session))
+    return answer(S.Verification, 201, **_verification_json(row))
 
 
 def _wallet(case) -> Wallet:
@@ -227,63 +227,65 @@ def _wallet(case) -> Wallet:
     return case.customer.wallets[0]
 
 
-@bp.post("/cases/<case_no:case_no>/verifications/phone")
+@api.operation("POST", "/cases/<case_no:case_no>/verifications/phone", "startPhoneVerification",
+               summary="Send the SMS code; returns the question codes to ask.",
+               answers={201: (S.Verification, "Pending: the code is on its way.")}, rate_limited=True, refusals={
+                   403: REFUSED, 404: "the customer has no wallet (code not_found)",
+                   429: "the customer's SMS codes for the window are spent, whoever sent them (code customer_sms_cap)"})
 def verify_phone_start(case_no):
     case = _case(case_no)
-    row = call(verification.start_phone_verification, db.session, actor(), case, _wallet(case))
-    return jsonify(_verification_json(row)), 201
+    row = perform(verification.start_phone_verification, case, _wallet(case))
+    return answer(S.Verification, 201, **_verification_json(row))
 
 
-@bp.post("/cases/<case_no:case_no>/verifications/phone/check")
+@api.operation("POST", "/cases/<case_no:case_no>/verifications/phone/check", "checkPhoneVerification",
+               summary="Check the code the customer read out and the answers.", body=S.PhoneCheckRequest,
+               answers={200: (S.Verification, "The verification: passed, failed, or still pending (code_tries).")},
+               refusals={403: REFUSED, 404: "the customer has no wallet (code not_found)",
+                         409: "no phone verification of yours is pending in this case (code verification_not_pending)"})
 def verify_phone_check(case_no):
     case = _case(case_no)
-    data = json_body()
-    errors: dict = {}
-    code = field(data, "code", max_length=6, errors=errors)
-    answers = data.get("answers")
-    if not isinstance(answers, dict) or not all(isinstance(k, str) and isinstance(v, str) and len(v) <= 200
-                                                for k, v in answers.items()):
-        errors["answers"] = "must be an object of question code to answer"
-    raise_if(errors)
-    call(verification.require_phone_verifier, db.session, actor(), case)
+    data = request_body()
+    perform(verification.require_phone_verifier, case)
     pending = verification.pending_phone_verification(db.session, actor(), case)
     if pending is None:
         raise ApiError(409, "verification_not_pending", "Start a phone verification first.")
-    row = call(verification.check_phone_verification, db.session, actor(), case, pending, _wallet(case),
-               code=code, answers=answers)
-    return jsonify(_verification_json(row))
+    row = perform(verification.check_phone_verification, case, pending, _wallet(case),
+                  code=data.code, answers=data.answers)
+    return answer(S.Verification, **_verification_json(row))
 
 
-@bp.post("/cases/<case_no:case_no>/operations")
+@api.operation("POST", "/cases/<case_no:case_no>/operations", "performOperation",
+               summary="Run an operation (200) or file the approval it needs (202).", body=S.OperationRequest,
+               answers={200: (S.OperationResult, "Done (result done)."),
+                        202: (S.OperationResult, "Filed for a supervisor's approval (result pending_approval).")},
+               refusals={403: REFUSED + "; or a verification missing or expired (code verification_missing_or_expired)",
+                         404: "the case's customer has no such wallet (code not_found)",
+                         409: "a request for this is already pending (code already_pending)"})
 def perform_operation(case_no):
     case = _case(case_no)
-    data = json_body()
-    errors: dict = {}
-    wallet_no = field(data, "wallet_no", max_length=20, errors=errors)
-    operation = field(data, "operation", max_length=24, errors=errors)
-    reason_code = field(data, "reason_code", max_length=32, errors=errors)
-    note = field(data, "note", required=False, max_length=1000, errors=errors)
-    raise_if(errors)
-    wallet = db.session.scalar(select(Wallet).where(Wallet.wallet_no == wallet_no, Wallet.customer_id == case.customer_id))
+    data = request_body()
+    wallet = db.session.scalar(select(Wallet).where(Wallet.wallet_no == data.wallet_no,
+                                                    Wallet.customer_id == case.customer_id))
     if wallet is None:
         raise ApiError(404, "not_found", "The case's customer has no such wallet.")
-    if operation not in operations.RULES:
-        raise ApiError(422, "invalid_request", "Unknown operation.", allowed=sorted(operations.RULES))
-    result = call(operations.perform, db.session, actor(), case, wallet, operation, reason_code=reason_code, note=note)
-    body = {"result": result.status, "operation": operation, "wallet": operations.wallet_state(wallet)}
+    result = perform(operations.perform, case, wallet, data.operation, reason_code=data.reason_code, note=data.note)
+    body = {"result": result.status, "operation": data.operation, "wallet": operations.wallet_state(wallet)}
     if result.approval is not None:
         body["approval_id"] = result.approval.id
         body["approval_expires_at"] = result.approval.expires_at.isoformat()
-    return jsonify(body), 202 if result.approval is not None else 200
+    return answer(S.OperationResult, 202 if result.approval is not None else 200, **body)
 
 
-@bp.post("/cases/<case_no:case_no>/close")
+@api.operation("POST", "/cases/<case_no:case_no>/close", "closeCase",
+               summary="Close the case and issue the receipt record.",
+               answers={200: (S.ClosedCase, "Closed, with its receipt.")}, refusals={403: REFUSED})
 def close_case(case_no):
     case = _case(case_no)
-    receipt = call(receipts.close_and_issue, db.session, actor(), case)
-    return jsonify({"case_no": case.case_no, "status": case.status, "receipt_no": receipt.receipt_no,
-                    "pdf_sha256": receipt.pdf_sha256, "check_url": receipts.check_url(receipt.receipt_no),
-                    "summary": json.loads(receipt.summary)})
+    receipt = perform(receipts.close_and_issue, case)
+    return answer(S.ClosedCase, case_no=case.case_no, status=case.status, receipt_no=receipt.receipt_no,
+                  pdf_sha256=receipt.pdf_sha256, check_url=receipts.check_url(receipt.receipt_no),
+                  summary=json.loads(receipt.summary))
 
 
 # --- approvals ---------------------------------------------------------------------------------
@@ -296,32 +298,26 @@ def _approval_json(row) -> dict:
             "expires_at": row.expires_at.isoformat(), "evidence": json.loads(row.evidence or "{}")}
 
 
-@bp.get("/approvals")
+@api.operation("GET", "/approvals", "listApprovals", summary="Pending requests of your branch (supervisors).",
+               answers={200: (S.Approvals, "The pending requests.")}, refusals={403: REFUSED})
 def list_approvals():
-    from ..permissions import APPROVAL_DECIDE, can
-
-    if not can(actor(), APPROVAL_DECIDE):
-        audit.record(db.session, actor(), "approval.list", outcome="denied", reason_code="not_permitted")
-        db.session.commit()
-        raise ApiError(403, "not_permitted", "The request was refused.")
-    operations.expire_stale(db.session)
-    db.session.commit()
-    return jsonify({"approvals": [_approval_json(a) for a in operations.pending_for_branch(db.session, actor())]})
+    return answer(S.Approvals, approvals=[_approval_json(a) for a in perform(overview.pending_approvals)])
 
 
-@bp.post("/approvals/<int:approval_id>/decision")
+@api.operation("POST", "/approvals/<int:approval_id>/decision", "decideApproval",
+               summary="Approve (and execute once) or reject; a note is required.", body=S.DecisionRequest,
+               answers={200: (S.Approval, "Decided (status executed or rejected).")},
+               refusals={403: REFUSED + "; or your own request (self_approval), or expired",
+                         409: "already decided (code already_decided)"})
 def decide(approval_id):
-    data = json_body()
-    errors: dict = {}
-    decision = field(data, "decision", max_length=8, pattern=re.compile(r"approve|reject"), errors=errors)
-    note = field(data, "note", max_length=1000, errors=errors)
-    raise_if(errors)
-    row = call(operations.get_approval, db.session, actor(), approval_id)
-    row = call(operations.decide, db.session, actor(), row, approve=decision == "approve", note=note)
-    return jsonify(_approval_json(row))
+    data = request_body()
+    row = perform(operations.get_approval, approval_id)
+    row = perform(operations.decide, row, approve=data.decision == "approve", note=data.note)
+    return answer(S.Approval, **_approval_json(row))
 
 
-@bp.get("/openapi.json")
+@api.operation("GET", "/openapi.json", "openapi", summary="This document.",
+               answers={200: (OpenApiDocument, "OpenAPI 3.1, generated from the schemas that validate the requests.")},
+               public=True, uses_database=False)
 def openapi():
-    return jsonify(openapi_document())
-
+    return answer(OpenApiDocument, **api.document())

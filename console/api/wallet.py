@@ -11,28 +11,42 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 from datetime import timedelta
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 
+from .. import boundary, policy
 from ..extensions import csrf, db
 from ..services import wallet_credentials, wallet_signin
 from ..services.actor import Actor
-from ..services.errors import InvalidInput, NotFound
+from ..services.errors import DomainError, InvalidInput
 from ..timeutil import utcnow
 from ..web import once
-from .common import ApiError, error_response, field, ip_field, json_body, raise_if
-from .wallet_openapi import openapi_document
+from . import wallet_schemas as S
+from .common import ApiError, domain_error_response, error_response
+from .schemas import RETRY_AFTER, ApiSpec, OpenApiDocument, answer, request_body
 
 bp = Blueprint("wallet_api", __name__, url_prefix="/api/wallet/v1")
 csrf.exempt(bp)
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
-WALLET_NO = re.compile(r"\d{8,20}")
-DEVICE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 PUBLIC = {"wallet_api.openapi"}
+api = ApiSpec(bp, title="Branch Console wallet API", security_scheme="serviceKey", description=lambda rules: (
+    "Called by the wallet's own back end. Authenticate with `Authorization: Bearer <service key>`. Every error "
+    "has the shape `{error: {code, message, details?, request_id}}`; the request id is also the `X-Request-ID` "
+    "header. Request bodies are validated against the schemas below: unknown fields are refused, strings carry "
+    "no control characters (tab, CR and LF aside), and an invalid body is a 422 `invalid_request` whose "
+    "`details.fields` maps each field to what is wrong with it. A method a path does not offer is a 405 with an "
+    "`Allow` header. Every state-changing call takes an `Idempotency-Key` (IETF httpapi draft): a retry with the "
+    "same key gets the first answer again, marked `Idempotent-Replayed: true`, and the work is done once. Keys "
+    f"belong to the service key and are kept {rules.idempotency.wallet_key_minutes} minutes (the bodies carry passwords); answers that say \"try "
+    "again\" (5xx, 429, a `Retry-After`, sign-in `busy`) are not kept."))
+
+NOT_AUTHENTICATED = ("the wallet could not be authenticated: code invalid_credentials (details.remaining_attempts), "
+                     "locked (details.locked_until, details.reason, details.unlock) or frozen")
+BUSY = "every attempt slot of the wallet is being checked (code busy; details.retry_after_seconds and Retry-After)"
+UNKNOWN_WALLET = "no active wallet has this number (code unknown_wallet)"
 
 
 def _key_digest(value: str) -> bytes:
@@ -53,7 +67,7 @@ def _authenticate_service():
         return error_response(401, "unauthorized", "A valid service key is required (Authorization: Bearer ...).")
     # Idempotency-Keys belong to the service that presents the key.
     return once.begin_api(f"wallet:{_key_digest(token.strip()).hex()[:16]}",
-                          retention=timedelta(minutes=current_app.config["IDEMPOTENCY_WALLET_KEY_MINUTES"]))
+                          retention=timedelta(minutes=policy.current().idempotency.wallet_key_minutes))
 
 
 bp.after_request(once.finish)
@@ -64,16 +78,9 @@ def _api_error(exc: ApiError):
     return error_response(exc.status, exc.code, exc.message, **exc.details)
 
 
-@bp.errorhandler(NotFound)
-def _not_found(exc: NotFound):
-    return error_response(404, "unknown_wallet", "No active wallet has this number.")
-
-
-def _common_fields(data: dict, errors: dict) -> tuple[str, str | None, str | None]:
-    wallet_no = field(data, "wallet_no", pattern=WALLET_NO, max_length=20, errors=errors)
-    client_ip = ip_field(data, "client_ip", errors)
-    device_id = field(data, "device_id", required=False, pattern=DEVICE_ID, max_length=64, errors=errors)
-    return wallet_no, client_ip or request.remote_addr, device_id
+@bp.errorhandler(DomainError)
+def _refused(exc: DomainError):
+    return domain_error_response(exc, not_found=("unknown_wallet", "No active wallet has this number."))
 
 
 def _actor(client_ip: str | None) -> Actor:
@@ -94,10 +101,8 @@ def _outcome_json(outcome: wallet_signin.SignInOutcome) -> dict:
 
 
 def _outcome_response(outcome: wallet_signin.SignInOutcome):
-    response = jsonify(_outcome_json(outcome))
-    if outcome.result == "busy":
-        response.headers["Retry-After"] = str(outcome.retry_after or 1)
-    return response
+    busy = {"Retry-After": str(outcome.retry_after or 1)} if outcome.result == "busy" else None
+    return answer(S.SignInResult, headers=busy, **_outcome_json(outcome))
 
 
 def _refusal_response(outcome: wallet_signin.SignInOutcome):
@@ -110,11 +115,8 @@ def _refusal_response(outcome: wallet_signin.SignInOutcome):
     return response
 
 
-def _authenticated(data: dict, password_field: str):
-    errors: dict = {}
-    wallet_no, client_ip, device_id = _common_fields(data, errors)
-    password = field(data, password_field, max_length=128, errors=errors)
-    return wallet_no, client_ip, device_id, password, errors
+def _client_ip(data) -> str | None:
+    return data.client_ip or request.remote_addr
 
 
 def _require_auth(wallet_no, password, client_ip, device_id, purpose):
@@ -131,7 +133,7 @@ def _require_auth(wallet_no, password, client_ip, device_id, purpose):
             once.stage_answer(refusal["response"])
 
     try:
-        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
+        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=boundary.commit_now,
                                              source_ip=client_ip, device_id=device_id, purpose=purpose,
                                              finalize=finalize)
     except once.KeyLost:
@@ -142,86 +144,91 @@ def _require_auth(wallet_no, password, client_ip, device_id, purpose):
     return None, refusal.get("response") or _refusal_response(outcome)
 
 
-@bp.post("/sign-in")
+@api.operation("POST", "/sign-in", "signIn", summary="Check a customer's wallet password, applying the lockout policy.",
+               body=S.SignInRequest, rate_limited=True,
+               answers={200: (S.SignInResult, "The outcome of the attempt (with result busy, a Retry-After header).")},
+               answer_headers={200: RETRY_AFTER}, refusals={404: UNKNOWN_WALLET})
 def sign_in():
-    wallet_no, client_ip, device_id, password, errors = _authenticated(json_body(), "password")
-    raise_if(errors)
-    answer = {}
+    data = request_body()
+    answer_ = {}
 
     def finalize(outcome):
         # Inside the engine's final transaction: the answer (and its Idempotency-Key record) is
         # committed with the attempt's settlement.
-        answer["response"] = _outcome_response(outcome)
-        once.stage_answer(answer["response"])
+        answer_["response"] = _outcome_response(outcome)
+        once.stage_answer(answer_["response"])
 
     try:
-        outcome = wallet_signin.authenticate(db.session, wallet_no, password, commit=db.session.commit,
-                                             source_ip=client_ip, device_id=device_id, finalize=finalize)
+        outcome = wallet_signin.authenticate(db.session, data.wallet_no, data.password, commit=boundary.commit_now,
+                                             source_ip=_client_ip(data), device_id=data.device_id, finalize=finalize)
     except once.KeyLost:
         db.session.rollback()
         return once.in_flight_response(1)
-    return answer.get("response") or _outcome_response(outcome)
+    return answer_.get("response") or _outcome_response(outcome)
 
 
-@bp.post("/change-password")
+@api.operation("POST", "/change-password", "changePassword",
+               summary="Set a new password with the current or the temporary password.",
+               body=S.ChangePasswordRequest, rate_limited=True,
+               answers={200: (S.PasswordChanged, "Password changed (result password_changed).")},
+               refusals={403: NOT_AUTHENTICATED, 404: UNKNOWN_WALLET, 409: BUSY,
+                         422: "the new password breaks the password policy (code password_policy; details.rules "
+                              "from too_short, common, contains_mobile, contains_id_number, contains_birth_date, "
+                              "reused)"})
 def change_password():
-    data = json_body()
-    wallet_no, client_ip, device_id, current, errors = _authenticated(data, "current_password")
-    new_password = field(data, "new_password", max_length=128, errors=errors)
-    raise_if(errors)
-    outcome, refusal = _require_auth(wallet_no, current, client_ip, device_id, "change_password")
+    data = request_body()
+    client_ip = _client_ip(data)
+    outcome, refusal = _require_auth(data.wallet_no, data.current_password, client_ip, data.device_id,
+                                     "change_password")
     if refusal is not None:
         return refusal
     wallet = outcome.wallet
     try:
-        wallet_credentials.change_password(db.session, _actor(client_ip), wallet, new_password,
-                                           used_temporary=outcome.used_temporary)
+        boundary.perform(_actor(client_ip), wallet_credentials.change_password, wallet, data.new_password,
+                         used_temporary=outcome.used_temporary)
     except InvalidInput as exc:
-        db.session.rollback()
         rules = exc.details.get("problems", [])
         return error_response(422, "password_policy", "The new password breaks the password policy.", rules=rules)
     # Built before the commit, which once.finish makes with the stored answer.
-    return jsonify({"result": "password_changed", "wallet_no": wallet.wallet_no,
-                    "password_expires_at": wallet.password_expires_at.isoformat() if wallet.password_expires_at else None})
+    return answer(S.PasswordChanged, result="password_changed", wallet_no=wallet.wallet_no,
+                  password_expires_at=wallet.password_expires_at.isoformat() if wallet.password_expires_at else None)
 
 
-@bp.get("/security-questions")
+@api.operation("GET", "/security-questions", "listSecurityQuestions", summary="The question codes on offer.",
+               answers={200: (S.QuestionCatalogue, "Question codes and how many are required.")},
+               uses_database=False)  # the configuration's catalogue
 def question_catalogue():
-    return jsonify({"required": current_app.config["SECURITY_QUESTIONS_REQUIRED"],
-                    "questions": [{"code": code} for code in wallet_credentials.SECURITY_QUESTIONS]})
+    return answer(S.QuestionCatalogue, required=policy.current().wallet_passwords.security_questions_required,
+                  questions=[{"code": code} for code in wallet_credentials.SECURITY_QUESTIONS])
 
 
-@bp.put("/security-questions")
+@api.operation("PUT", "/security-questions", "setSecurityQuestions",
+               summary="Replace the security questions (password required).", body=S.SetQuestionsRequest,
+               rate_limited=True, answers={200: (S.QuestionsSet, "Questions set (result questions_set).")},
+               refusals={403: NOT_AUTHENTICATED + "; or the password must be changed first (code must_change_password "
+                                                  "or password_expired)",
+                         404: UNKNOWN_WALLET, 409: BUSY,
+                         422: "a question code given twice, or an answer of the wrong length once normalised "
+                              "(code invalid_questions)"})
 def set_security_questions():
-    data = json_body()
-    wallet_no, client_ip, device_id, password, errors = _authenticated(data, "password")
-    questions = field(data, "questions", kind=list, errors=errors)
-    answers = []
-    if questions is not None:
-        for i, item in enumerate(questions[:10]):
-            if not isinstance(item, dict) or not isinstance(item.get("code"), str) \
-                    or not isinstance(item.get("answer"), str):
-                errors[f"questions[{i}]"] = "must be an object with string code and answer"
-            else:
-                answers.append((item["code"], item["answer"]))
-        if len(questions) > 10:
-            errors["questions"] = "too many questions"
-    raise_if(errors)
-    outcome, refusal = _require_auth(wallet_no, password, client_ip, device_id, "set_questions")
+    data = request_body()
+    client_ip = _client_ip(data)
+    answers = [(item.code, item.answer) for item in data.questions]
+    outcome, refusal = _require_auth(data.wallet_no, data.password, client_ip, data.device_id, "set_questions")
     if refusal is not None:
         return refusal
     if outcome.result != "ok":
         raise ApiError(403, outcome.result, "Change the password before setting security questions.")
     try:
-        wallet_credentials.set_security_questions(db.session, _actor(client_ip), outcome.wallet, answers)
+        boundary.perform(_actor(client_ip), wallet_credentials.set_security_questions, outcome.wallet, answers)
     except InvalidInput as exc:
-        db.session.rollback()
         return error_response(422, "invalid_questions", "The security questions are not acceptable.",
                               reason=str(exc.message))
-    return jsonify({"result": "questions_set", "wallet_no": outcome.wallet.wallet_no,
-                    "count": len(answers), "at": utcnow().isoformat()})
+    return answer(S.QuestionsSet, result="questions_set", wallet_no=outcome.wallet.wallet_no,
+                  count=len(answers), at=utcnow().isoformat())
 
 
-@bp.get("/openapi.json")
+@api.operation("GET", "/openapi.json", "openapi", summary="This document.", public=True, uses_database=False,
+               answers={200: (OpenApiDocument, "OpenAPI 3.1, generated from the schemas that validate the requests.")})
 def openapi():
-    return jsonify(openapi_document())
+    return answer(OpenApiDocument, **api.document())

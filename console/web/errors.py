@@ -39,6 +39,10 @@ def _page(code: int, message=None):
 
 
 def init_app(app) -> None:
+    from . import refusals
+
+    refusals.init_app(app)
+
     @app.errorhandler(CSRFError)
     def _csrf(exc):
         return _page(400, _l("The form expired or was not sent from this console. Please reload the page and try again."))
@@ -47,7 +51,12 @@ def init_app(app) -> None:
     def _http(exc):
         if exc.code == 429:
             _record_rate_limit()
-        return _page(exc.code or 500)
+        answer = _page(exc.code or 500)
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            # RFC 9110: a 405 names the methods the resource supports, on pages and JSON alike.
+            answer = current_app.make_response(answer)
+            answer.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return answer
 
     def _database_down(exc):
         # The database is unreachable (or went away mid-request): fail fast and cleanly, without
@@ -76,10 +85,9 @@ def _record_rate_limit() -> None:
 
     from flask import g
 
-    from ..services import audit
+    from .. import boundary
     from .security import current_actor
 
-    db.session.rollback()
     typed = request.form.get("employee_no", "") if request.mimetype == "application/x-www-form-urlencoded" else ""
     details = {"endpoint": request.endpoint, "path": request.path}
     if re.fullmatch(r"[A-Za-z0-9]{1,16}", typed or ""):
@@ -87,7 +95,5 @@ def _record_rate_limit() -> None:
     actor = current_actor(channel="api" if request.path.startswith("/api/v1") else "console")
     if request.path.startswith("/api/wallet"):
         return  # the wallet back end's customers are not staff; the limiter's own log line suffices
-    audit.record(db.session, actor, "rate_limited", outcome="denied", reason_code="rate_limit",
-                 details=details)
-    db.session.commit()
+    boundary.refuse(actor, "rate_limited", reason_code="rate_limit", details=details)
     g.rate_limited = True
