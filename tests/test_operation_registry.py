@@ -192,7 +192,7 @@ def test_a_made_up_operation_is_picked_up_everywhere(app, monkeypatch):
     assert MADE_UP.code not in [r.operation for r in operations.availability(db.session, actor, case2)]
 
 
-def test_the_scratch_operation_is_gone_afterwards():
+def test_the_scratch_operation_is_gone_afterwards(app):
     assert MADE_UP.code not in registry.REGISTRY and MADE_UP.code not in _openapi_enum()
 
 
