@@ -178,7 +178,10 @@ def new_request_id(incoming: str) -> str:
 
 
 class ConsoleFlask(Flask):
-    """Flask, with the request's database settled before its answer leaves (see the module doc)."""
+    """Flask, with the request's database settled before its answer leaves (see the module doc),
+    and a configuration that tells the policy when it changed (``console.policy.Config``)."""
+
+    from .policy import Config as config_class
 
     def wsgi_app(self, environ, start_response):
         environ[ENV_REQUEST_ID] = new_request_id(environ.get("HTTP_X_REQUEST_ID", ""))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import flask
 from flask import current_app
 
 from config import ConfigError
@@ -314,12 +315,50 @@ def init_app(app) -> Policy:
     return built
 
 
+class Config(flask.Config):
+    """Flask's configuration, counting its changes (``ConsoleFlask.config_class``): a policy built
+    from an older state of it is rebuilt on the next read, so a setting changed after start-up (a
+    test's) is never silently ignored. In production the configuration is not changed after
+    ``create_app``, and reading the policy costs one comparison."""
+
+    changes = 0
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key, default=None):
+        value = super().setdefault(key, default)
+        self._changed()
+        return value
+
+    def pop(self, *args):
+        value = super().pop(*args)
+        self._changed()
+        return value
+
+
 def rebuild(app) -> Policy:
-    """Build the policy again from ``app.config`` (a test that changed a setting calls this)."""
-    app.extensions[EXTENSION] = build(app.config)
-    return app.extensions[EXTENSION]
+    """Build the policy again from ``app.config`` (also done by :func:`current` when it changed)."""
+    built = build(app.config)
+    app.extensions[EXTENSION] = (built, getattr(app.config, "changes", 0))
+    return built
 
 
 def current() -> Policy:
-    """The running application's policy."""
-    return current_app.extensions[EXTENSION]
+    """The running application's policy (rebuilt first if its configuration changed since)."""
+    built, seen = current_app.extensions[EXTENSION]
+    if getattr(current_app.config, "changes", seen) != seen:
+        return rebuild(current_app._get_current_object())
+    return built

@@ -47,7 +47,7 @@ def test_an_environment_override_is_checked_too(tmp_path, monkeypatch):
         _app(tmp_path)
 
 
-def test_the_policy_is_frozen_built_once_and_rebuilt_on_request(tmp_path):
+def test_the_policy_is_frozen_built_once_and_rebuilt_when_the_config_changes(tmp_path):
     app = _app(tmp_path)
     with app.app_context():
         rules = policy.current()
@@ -55,10 +55,23 @@ def test_the_policy_is_frozen_built_once_and_rebuilt_on_request(tmp_path):
         assert rules.reason_codes == tuple(app.config["REASON_CODES"])
         with pytest.raises(dataclasses.FrozenInstanceError):
             rules.wallet_lockout.threshold = 99
+        assert policy.current() is rules  # built once: reading it does not read the config again
+        client = app.test_client()
+        for _ in range(3):
+            client.get("/auth/login")
+        assert policy.current() is rules  # nothing rewrites the config while requests are served
+        # A setting changed after start-up (a test's) is never silently ignored: every way of
+        # changing the config makes the next read rebuild the policy.
         app.config["WALLET_LOCKOUT_THRESHOLD"] = 3
-        assert policy.current() is rules  # config is read once ...
-        assert policy.rebuild(app).wallet_lockout.threshold == 3  # ... until the policy is rebuilt
         assert policy.current().wallet_lockout.threshold == 3
+        app.config.update(WALLET_CLAIM_WAIT_SECONDS=60)
+        assert policy.current().wallet_lockout.claim_wait_seconds == 60
+        app.config.pop("HOTLINE")
+        with pytest.raises(ConfigError):
+            policy.current()
+        app.config.setdefault("HOTLINE", "95588")
+        assert policy.current().bank.hotline == "95588"
+        assert policy.rebuild(app) is policy.current()
 
 
 def test_local_time_is_the_policys_zone(tmp_path):
