@@ -51,6 +51,26 @@ STRONG, MEDIUM = "strong", "medium"
 VERIFICATION_STRENGTHS: tuple[str, ...] = (STRONG, MEDIUM)
 VERIFICATION_METHODS: tuple[str, ...] = ("id_document", "sms_code_and_questions")
 
+# What a failed verification says about the customer. Only these count against them (the 24-hour
+# failure count that makes a customer counter-only, ``verification.failed_recently``): a well-formed
+# document that does not match the record or the citizen-ID registry, and a wrong SMS code or wrong
+# answers given by the caller (or a code left to expire). ``registry_unavailable`` is a failed
+# check too, but it says nothing about the customer, so it is not counted.
+CUSTOMER_FAILURES: tuple[str, ...] = (
+    "document_mismatch", "registry_mismatch", "registry_not_found", "registry_revoked",
+    "code_expired", "code_wrong_no_tries_left", "security_answers_wrong",
+)
+
+# The staff member's own slips, found before an attempt counts: never a failed verification, never
+# counted against the customer, never on the receipt. Each is refused as invalid input and audited
+# on its own (the verification's action, outcome ``denied``, reason :data:`INPUT_ERROR`, the slip's
+# code and field in the details).
+INPUT_ERROR = "input_error"
+VERIFICATION_SLIPS: tuple[str, ...] = (
+    "id_format", "id_birth_date", "id_checksum", "passport_format", "photo_not_attested", "document_type_mismatch",
+    "document_expired", "code_format", "answer_missing",
+)
+
 # The reasons staff choose from for a wallet operation (``REASON_CODES`` in the configuration may
 # narrow them; it may not add any: each needs its label).
 REASON_CODES: tuple[str, ...] = (
@@ -77,7 +97,7 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     # Customers and the service desk.
     "customer.create", "customer.search", "customer.view", "customer.reveal",
     "case.open", "case.view", "case.note", "case.close",
-    "verification.counter", "verification.phone", "verification.code_sent",
+    "verification.counter", "verification.phone", "verification.code_sent", "verification.adopt",
     "approval.request", "approval.list", "approval.view", "approval.decide", "approval.approve",
     "approval.reject", "approval.execute", "approval.expire",
     "receipt.issue", "receipt.view", "receipt.print", "receipt.reprint",

@@ -34,6 +34,7 @@ import os
 import re
 import uuid
 import zlib
+from datetime import date
 
 import pytest
 import schemathesis
@@ -41,6 +42,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from console.api.schemas import VISIBLE_PATTERN
+from console.demo import demo_resident_id
 from console.extensions import db
 from console.web import once
 
@@ -51,6 +53,11 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=
                     derandomize="CONFORMANCE_EXAMPLES" not in os.environ)
 # What the service says of a search value of the wrong format for its kind (console/identity.py).
 FORMAT_REASONS = {"wallet_no_format", "mobile_format", "id_format", "id_birth_date", "id_checksum", "passport_format"}
+# A staff member's slips at verification (issue #12 part 1): schema-valid, refused by the service with
+# a 422 that stores nothing and does not count against the customer.
+SLIP_REASONS = {"id_format", "id_checksum", "id_birth_date", "passport_format", "document_type_mismatch",
+                "document_expired", "photo_not_attested", "code_format", "answer_missing"}
+SLIP_OPERATIONS = {"verifyAtCounter", "checkPhoneVerification"}
 
 
 def _isolated(fn, *args, **kwargs):
@@ -167,13 +174,18 @@ def _fresh_idempotency_key(case) -> None:
 
 
 def _format_refusal(case, response) -> bool:
-    """The search service's 422 for a value of the wrong format for its kind (see the module doc)."""
-    if case.operation.definition.raw.get("operationId") != "searchCustomers" or response.status_code != 422:
+    """The search service's 422 for a value of the wrong format for its kind (see the module doc), or
+    a verification's 422 for a staff member's slip."""
+    operation = case.operation.definition.raw.get("operationId")
+    if operation not in {"searchCustomers", *SLIP_OPERATIONS} or response.status_code != 422:
         return False
     error = (response.json() or {}).get("error", {})
     details = error.get("details") or {}
-    return error.get("code") == "invalid_request" and details.get("reason") in FORMAT_REASONS \
-        and details.get("field") == "value"
+    if error.get("code") != "invalid_request":
+        return False
+    if operation == "searchCustomers":
+        return details.get("reason") in FORMAT_REASONS and details.get("field") == "value"
+    return details.get("reason") in SLIP_REASONS
 
 
 def _call_and_validate(case, world, headers):
@@ -279,7 +291,12 @@ def test_every_success_answer_conforms(app):
     api("GET", "/cases/{case_no}", token=teller_token, case_no=case_no, expect=200)
     api("POST", "/cases/{case_no}/verifications/counter", {"id_type": "resident_id", "id_number": "110",
                                                            "photo_matches": True},
-        token=teller_token, case_no=case_no, expect=201)
+        token=teller_token, case_no=case_no, expect=422)  # a slip: nothing stored
+    other = demo_resident_id(date(1970, 1, 1), 999)  # well-formed, not the customer's: a failed verification
+    failed = api("POST", "/cases/{case_no}/verifications/counter", {"id_type": "resident_id", "id_number": other,
+                                                                    "photo_matches": True},
+                 token=teller_token, case_no=case_no, expect=201)
+    assert failed["status"] == "failed"
     api("POST", "/cases/{case_no}/verifications/counter", {"id_type": "resident_id", "id_number": ID_NUMBERS[wallet_no],
                                                            "photo_matches": True},
         token=teller_token, case_no=case_no, expect=201)
@@ -297,6 +314,13 @@ def test_every_success_answer_conforms(app):
     api("POST", "/approvals/{approval_id}/decision", {"decision": "approve", "note": "核实"},
         token=supervisor_token, approval_id=filed["approval_id"], expect=409)
     api("POST", "/cases/{case_no}/close", token=teller_token, case_no=case_no, expect=200)
+    # The next case of the same customer adopts the still-valid verification, visibly.
+    second = api("POST", "/customers/{customer_no}/cases", token=teller_token, customer_no=customer_no, expect=201)
+    assert second["verified_until"] is None and second["adoptable_verification"] is not None
+    adopted = api("POST", "/cases/{case_no}/verifications/adopt",
+                  {"verification_id": second["adoptable_verification"]["verification_id"]},
+                  token=teller_token, case_no=second["case_no"], expect=201)
+    assert adopted["status"] == "passed"
     # By phone: the code, then the answers.
     phone_case = api("POST", "/customers/{customer_no}/cases", token=agent_token, customer_no=customer_no,
                      expect=201)["case_no"]

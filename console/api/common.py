@@ -35,8 +35,10 @@ def domain_error_response(exc, *, not_found: tuple[str, str] = ("not_found", "No
     if isinstance(exc, NotFound):
         return error_response(404, *not_found)
     if isinstance(exc, InvalidInput):
-        return error_response(422, "invalid_request", "Some fields are missing or invalid.", reason=reason,
-                              **({"field": exc.details["field"]} if "field" in exc.details else {}))
+        # The input's own code (e.g. id_checksum), not the event's "input_error".
+        extra = {key: exc.details[key] for key in ("field", "problems") if key in exc.details}
+        return error_response(422, "invalid_request", "Some fields are missing or invalid.", reason=exc.message,
+                              **extra)
     status = 409 if exc.code == "conflict" or reason in ("already_pending", "already_decided") else 403
     if reason == "customer_sms_cap":
         status = 429  # the customer's SMS codes for the window are spent, by whoever sent them

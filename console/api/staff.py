@@ -45,6 +45,10 @@ api = ApiSpec(bp, title="Branch Console staff API", security_scheme="bearer", de
     f"are kept {rules.idempotency.key_hours} hours; 5xx and 429 answers are not kept. POST /tokens takes none: its answer is a secret, "
     "never stored; a retry signs in again. POST /customers/search only reads: it takes none either."))
 
+SLIP = ("a slip of the staff member's, stored nowhere and not counted against the customer (code "
+        "invalid_request; details.reason: id_format, id_checksum, id_birth_date, passport_format, "
+        "document_type_mismatch, document_expired, photo_not_attested, code_format or answer_missing; "
+        "details.field and details.problems), or an invalid body")
 REFUSED = ("refused by the rules: permission, branch scope or the case's state (the code names the reason, "
            "e.g. not_permitted, not_your_case, wrong_case)")
 
@@ -178,6 +182,9 @@ def _case_json(case) -> dict:
             "customer_no": case.customer.customer_no, "opened_at": case.opened_at.isoformat(),
             "verified_until": proof.expires_at.isoformat() if proof else None,
             "verification_strength": proof.strength if proof else None,
+            "adoptable_verification": {
+                "verification_id": view.adoptable.id, "case_no": view.adoptable.case.case_no,
+                "expires_at": view.adoptable.expires_at.isoformat()} if view.adoptable else None,
             "operations": [{"wallet_no": row.wallet.wallet_no, "operation": row.operation, "state": row.state,
                             "reason": row.reason, "needs_approval": row.needs_approval} for row in view.operations]}
 
@@ -212,12 +219,24 @@ def _verification_json(row) -> dict:
 @api.operation("POST", "/cases/<case_no:case_no>/verifications/counter", "verifyAtCounter",
                summary="Strong verification with the ID document.", body=S.CounterVerificationRequest,
                answers={201: (S.Verification, "The verification, passed or failed (failure_reason).")},
-               refusals={403: REFUSED})
+               refusals={403: REFUSED, 422: SLIP})
 def verify_counter(case_no):
     case = _case(case_no)
     data = request_body()
     row = perform(verification.verify_at_counter, case, id_type=data.id_type, id_number=data.id_number,
                   photo_matches=data.photo_matches, registry=registry_from_config(current_app.config, db.session))
+    return answer(S.Verification, 201, **_verification_json(row))
+
+
+@api.operation("POST", "/cases/<case_no:case_no>/verifications/adopt", "adoptVerification",
+               summary="Use a still-valid verification of yours from an earlier case of this customer.",
+               body=S.AdoptRequest, answers={201: (S.Verification, "This case's verification, adopted.")},
+               refusals={403: REFUSED + "; or already_verified, verification_not_adoptable, "
+                                        "customer_flagged_counter_only"})
+def adopt_verification(case_no):
+    case = _case(case_no)
+    data = request_body()
+    row = perform(verification.adopt_verification, case, data.verification_id)
     return answer(S.Verification, 201, **_verification_json(row))
 
 
@@ -242,7 +261,8 @@ def verify_phone_start(case_no):
                summary="Check the code the customer read out and the answers.", body=S.PhoneCheckRequest,
                answers={200: (S.Verification, "The verification: passed, failed, or still pending (code_tries).")},
                refusals={403: REFUSED, 404: "the customer has no wallet (code not_found)",
-                         409: "no phone verification of yours is pending in this case (code verification_not_pending)"})
+                         409: "no phone verification of yours is pending in this case (code verification_not_pending)",
+                         422: SLIP})
 def verify_phone_check(case_no):
     case = _case(case_no)
     data = request_body()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from .. import codes
 from ..identity import ID_TYPES
@@ -50,7 +50,11 @@ class SearchRequest(Payload):
 
 
 class CounterVerificationRequest(Payload):
-    """The ID document the customer hands over at the counter (a mismatch is a failed verification, 201)."""
+    """The ID document the customer hands over at the counter. A well-formed document that does not
+    match the customer's record or the citizen-ID registry is a failed verification (201); a slip of
+    the staff member's (a malformed number, a wrong check digit, the photo not attested, the document
+    under the wrong type, an expired document) is a 422 that stores nothing and does not count against
+    the customer."""
 
     id_type: IdType
     id_number: DocumentNumber
@@ -157,7 +161,30 @@ class Case(Answer):
     opened_at: Timestamp
     verified_until: Timestamp | None
     verification_strength: Literal["strong", "medium"] | None
+    adoptable_verification: AdoptableVerification | None = Field(
+        description="A verification of yours from an earlier case this case may adopt (POST .../verifications/adopt).")
     operations: list[OperationAvailability]
+
+
+class AdoptableVerification(Answer):
+    verification_id: int
+    case_no: str = Field(description="The earlier case it was made in.")
+    expires_at: Timestamp
+
+
+def _whole(value):
+    """JSON does not tell 55 from 55.0, and JSON Schema calls both an integer: take either."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**53 else value
+
+
+RowId = Annotated[int, BeforeValidator(_whole), Field(ge=1, le=2_147_483_647)]
+
+
+class AdoptRequest(Payload):
+    """Use a still-valid verification of your own, made for the same customer on the same channel in
+    an earlier case, in this case (recorded on this case's log and receipt; its expiry is kept)."""
+
+    verification_id: RowId
 
 
 class Verification(Answer):

@@ -7,6 +7,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import codes
 from ..identity import (document_problem, mask_id_number, mask_mobile, mobile_problem, normalise_id_number,
                         normalise_mobile)
 from ..models.customer import Customer, Wallet
@@ -152,18 +153,32 @@ def case_events(session: Session, case: Case):
                            .order_by(AuditEvent.seq)).all()
 
 
+def on_receipt(event) -> bool:
+    """Whether the receipt lists a case event: the wallet operations, verifications (an adopted one
+    included) and approvals, but never a staff member's own input error (``codes.INPUT_ERROR``):
+    a slip is not something that happened to the customer."""
+    return (event.action.startswith(("wallet.", "verification.", "approval."))
+            and event.reason_code != codes.INPUT_ERROR)
+
+
+def receipt_line(event) -> dict:
+    """A receipt's record of one event; an adopted verification names the case it came from."""
+    line = {"seq": event.seq, "action": event.action, "outcome": event.outcome, "at": event.occurred_at.isoformat(),
+            "reason": event.reason_code}
+    if event.action == "verification.adopt":
+        details = json.loads(event.details or "{}")
+        line["source_case"] = details.get("source_case")
+        line["valid_until"] = details.get("valid_until")
+    return line
+
+
 def close_case(session: Session, actor: Actor, case: Case) -> Receipt:
     """Close the case and issue its receipt record: each operation with time, outcome, audit seq."""
     _require_open(case, "case.close")
     if case.staff_id != actor.staff_id and not can(actor, APPROVAL_DECIDE):
         raise refusal("case.close", "not_case_owner", case_ref=case.case_no)
     pending = session.scalar(select(Approval.id).where(Approval.case_id == case.id, Approval.status == "pending"))
-    operations = [
-        {"seq": e.seq, "action": e.action, "outcome": e.outcome, "at": e.occurred_at.isoformat(),
-         "reason": e.reason_code}
-        for e in case_events(session, case)
-        if e.action.startswith(("wallet.", "verification.", "approval."))
-    ]
+    operations = [receipt_line(e) for e in case_events(session, case) if on_receipt(e)]
     now = utcnow()
     receipt = Receipt(receipt_no=f"R{case.case_no[1:]}", case_id=case.id, branch_id=case.branch_id,
                       issued_by=actor.staff_id, issued_at=now,

@@ -68,7 +68,7 @@ def customer_overview(session: Session, actor: Actor, customer: Customer) -> Cus
 @dataclass
 class CaseOverview:
     case: Case
-    proof: Verification | None  # the actor's valid verification for this case
+    proof: Verification | None  # the actor's valid verification in this case (made or adopted in it)
     pending: Verification | None  # a phone verification waiting for the code and answers
     question_codes: list[str]
     last: Verification | None
@@ -76,6 +76,9 @@ class CaseOverview:
     flagged: bool
     events: list
     operations: list = field(default_factory=list)  # operations.availability rows, while the case is open
+    # Without a verification of its own: the actor's still-valid one of an earlier case, which this
+    # case may adopt (verification.adopt_verification); never used without that.
+    adoptable: Verification | None = None
 
 
 def case_overview(session: Session, actor: Actor, case: Case) -> CaseOverview:
@@ -88,7 +91,8 @@ def case_overview(session: Session, actor: Actor, case: Case) -> CaseOverview:
         receipt=session.scalar(select(Receipt).where(Receipt.case_id == case.id)),
         flagged=verification.is_flagged(session, case.customer_id),
         events=cases.case_events(session, case),
-        operations=operations.availability(session, actor, case, proof) if case.status == "open" else [])
+        operations=operations.availability(session, actor, case, proof) if case.status == "open" else [],
+        adoptable=verification.adoptable_verification(session, actor, case) if proof is None else None)
 
 
 def pending_approvals(session: Session, actor: Actor) -> list[Approval]:

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import crypto, policy
+from .. import codes, crypto, policy
 from ..identity import mask_name
 from ..models.audit import AuditEvent
 from ..models.service import Receipt
@@ -27,6 +27,7 @@ from .operations import registry
 ACTION_LABELS = {
     "verification.counter": ("柜面证件核验", "ID document verification"),
     "verification.phone": ("电话身份核验", "Phone verification"),
+    "verification.adopt": ("沿用先前受理单的身份核验", "Verification carried over from an earlier case"),
     "approval.request": ("提交主管审批", "Sent for supervisor approval"),
 }
 OUTCOMES = {"success": ("成功", "Succeeded"), "failed": ("未通过", "Failed"), "denied": ("被拒绝", "Refused")}
@@ -58,9 +59,12 @@ def receipt_data(receipt: Receipt) -> dict:
     operations = []
     for op in summary["operations"]:
         label = action_label(op["action"])
-        if label is None:
-            continue
+        if label is None or op.get("reason") == codes.INPUT_ERROR:
+            continue  # (a staff member's input error is never on a receipt; none is summarised)
         zh, en = label
+        if op["action"] == "verification.adopt" and op.get("source_case"):
+            source = op["source_case"]
+            zh, en = f"沿用受理单 {source} 的身份核验", f"Verification carried over from case {source}"
         ozh, oen = OUTCOMES.get(op["outcome"], (op["outcome"], op["outcome"]))
         operations.append({"time": _local(datetime.fromisoformat(op["at"]))[11:], "label_zh": zh, "label_en": en,
                            "outcome_zh": ozh, "outcome_en": oen, "seq": op["seq"]})

@@ -6,6 +6,20 @@ citizen-ID registry, and the teller attests the photo. Phone (medium): a 6-digit
 to the registered mobile (single use; by default valid 5 minutes, with 3 tries that a new code
 does not reset: the policy's ``verification`` rules) plus two security answers. Security
 answers alone never verify anyone.
+
+Verification measures the customer, not the operator. What the staff member got wrong (a
+number of the wrong format or with a wrong check digit or birth date, the photo not attested, an
+expired document, a code of the wrong format, a question left unanswered) is found *before* the
+attempt counts: it is refused as :class:`InvalidInput` (a field and a code,
+``codes.VERIFICATION_SLIPS``), audited on its own as an input error, and leaves no failed
+verification, nothing in the 24-hour failure count and nothing on the receipt. Only a well-formed
+document that does not match the record or the registry, or a wrong code or answers given by the
+caller, is a customer failure (``codes.CUSTOMER_FAILURES``).
+
+A verification belongs to one case. A new case verifies again, or adopts a still-valid
+verification of the same staff member for the same customer from an earlier case, visibly: a
+verification of the new case that carries the source's strength and expiry (never extended) and
+names the source, audited as ``verification.adopt`` on the new case.
 """
 from __future__ import annotations
 
@@ -17,8 +31,8 @@ from limits import parse as parse_limit
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import codes, policy
-from ..identity import document_problem, mask_id_number, normalise_id_number
+from .. import codes, faults, policy
+from ..identity import document_problem, mask_id_number, normalise_answer, normalise_id_number
 from ..models.customer import Customer
 from ..models.notification import Notification
 from ..models.service import Case, Verification
@@ -36,10 +50,13 @@ def _rules():
 
 
 def failed_recently(session: Session, customer_id: int) -> int:
+    """The customer's failed verifications of the last ``flag_hours`` hours that say something about
+    the customer (``codes.CUSTOMER_FAILURES``): a staff member's slip is never one, and a failure
+    recorded for a slip before slips were refused (or a registry outage) is not counted either."""
     since = utcnow() - timedelta(hours=_rules().flag_hours)
     return session.scalar(select(func.count(Verification.id)).where(
         Verification.customer_id == customer_id, Verification.status == "failed",
-        Verification.created_at > since)) or 0
+        Verification.failure_reason.in_(codes.CUSTOMER_FAILURES), Verification.created_at > since)) or 0
 
 
 def is_flagged(session: Session, customer_id: int) -> bool:
@@ -71,9 +88,26 @@ def _finish(session, actor, case, row: Verification, passed: bool, reason: str |
     return row
 
 
+def _slip(action: str, case: Case, problems: dict[str, str], details: dict | None = None,
+          verification_id: int | None = None) -> InvalidInput:
+    """The staff member's slip: invalid input (its first field and code; ``problems`` has every
+    field's), audited on its own as an input error of ``action`` once the boundary has rolled back;
+    no verification is stored or changed, and nothing counts against the customer."""
+    field, code = next(iter(problems.items()))
+    return InvalidInput(code, field=field, problems=dict(problems), audit={
+        "action": action, "outcome": codes.DENIED, "reason_code": codes.INPUT_ERROR,
+        "case_ref": case.case_no, "customer_ref": case.customer.customer_no, "channel": case.channel,
+        "verification_id": verification_id,
+        "details": {"code": code, "field": field, "problems": dict(problems), **(details or {})}})
+
+
 def verify_at_counter(session: Session, actor: Actor, case: Case, *, id_type: str, id_number: str,
                       photo_matches: bool, registry) -> Verification:
-    """Strong verification with the ID document the customer hands over."""
+    """Strong verification with the ID document the customer hands over.
+
+    The teller's slips (the number's format, check digit or birth date; the photo not attested;
+    the customer's own number under another document type; an expired document) raise :class:`InvalidInput` before anything counts. A well-formed
+    document that does not match the record or the registry is a failed verification."""
     if not can(actor, VERIFY_COUNTER):
         raise refusal("verification.counter", "not_permitted", case_ref=case.case_no,
                       customer_ref=case.customer.customer_no)
@@ -83,22 +117,37 @@ def verify_at_counter(session: Session, actor: Actor, case: Case, *, id_type: st
                       customer_ref=case.customer.customer_no)
     number = normalise_id_number(id_number)
     customer = case.customer
-    row = _start(session, actor, case, channel=codes.COUNTER, method="id_document", strength=codes.STRONG)
     evidence = {"document_type": id_type, "document": mask_id_number(number), "photo_attested": bool(photo_matches)}
+    problems = {}
     problem = document_problem(id_type, number)
     if problem:
-        return _finish(session, actor, case, row, False, problem, evidence)
+        problems["id_number"] = problem
+    if not photo_matches:
+        problems["photo_matches"] = "photo_not_attested"
+    if problems:
+        raise _slip("verification.counter", case, problems, evidence)
+    if id_type != customer.id_type and _is_customers_document(customer, number):
+        # The customer's own number with the wrong document type chosen: the teller's slip.
+        raise _slip("verification.counter", case, {"id_type": "document_type_mismatch"}, evidence)
     if id_type != customer.id_type or customers.document_index(id_type, number) != customer.id_number_index:
-        return _finish(session, actor, case, row, False, "document_mismatch", evidence)
+        return _finish(session, actor, case, _counter_row(session, actor, case), False, "document_mismatch", evidence)
     if customer.id_expires_on and customer.id_expires_on < utcnow().date():
-        return _finish(session, actor, case, row, False, "document_expired", evidence)
+        raise _slip("verification.counter", case, {"id_number": "document_expired"}, evidence)
+    row = _counter_row(session, actor, case)
     result = registry.check(id_type, number, customer.name)
     evidence["registry"] = f"{registry.name}:{result}"
     if result != "match":
         return _finish(session, actor, case, row, False, f"registry_{result}", evidence)
-    if not photo_matches:
-        return _finish(session, actor, case, row, False, "photo_not_attested", evidence)
     return _finish(session, actor, case, row, True, None, evidence)
+
+
+def _is_customers_document(customer: Customer, number: str) -> bool:
+    return (document_problem(customer.id_type, number) is None
+            and customers.document_index(customer.id_type, number) == customer.id_number_index)
+
+
+def _counter_row(session, actor, case) -> Verification:
+    return _start(session, actor, case, channel=codes.COUNTER, method="id_document", strength=codes.STRONG)
 
 
 def _choose_questions(wallet) -> list[str]:
@@ -181,20 +230,30 @@ def _send_code(session, actor, case, row: Verification) -> None:
 
 def check_phone_verification(session: Session, actor: Actor, case: Case, row: Verification, wallet, *,
                              code: str, answers: dict[str, str]) -> Verification:
-    """Check the code the customer reads out and the two answers."""
+    """Check the code the customer reads out and the two answers. The agent's slips (a code that is
+    not 6 digits; the right code with a question left unanswered) raise :class:`InvalidInput`
+    before the try counts; a wrong code, or wrong answers, given by the caller is a failure."""
     require_phone_verifier(session, actor, case)
     if row.status != "pending" or row.staff_id != actor.staff_id or row.case_id != case.id:
         raise refusal("verification.phone", "verification_not_pending", case_ref=case.case_no)
     code = (code or "").strip()
+    asked = row.question_codes.split(",")
     if not (len(code) == 6 and code.isdigit()):
-        raise InvalidInput("code_format", field="code")
-    evidence = {"codes_sent": row.codes_sent, "questions": row.question_codes.split(",")}
+        raise _slip("verification.phone", case, {"code": "code_format"}, verification_id=row.id)
     now = utcnow()
+    expired = row.code_expires_at is None or row.code_expires_at <= now
+    right = not expired and verify_password(row.code_hash, code)
+    unanswered = {f"answers.{c}": "answer_missing" for c in asked if not normalise_answer(answers.get(c) or "")}
+    if right and unanswered:
+        # The right code, but a question left unanswered: the agent's slip, found before the try
+        # counts; the code stays usable. (A wrong code counts whatever the answers.)
+        raise _slip("verification.phone", case, unanswered, verification_id=row.id)
+    evidence = {"codes_sent": row.codes_sent, "questions": asked}
     row.code_tries += 1
     evidence["code_tries"] = row.code_tries
-    if row.code_expires_at is None or row.code_expires_at <= now:
+    if expired:
         return _finish(session, actor, case, row, False, "code_expired", evidence)
-    if not verify_password(row.code_hash, code):
+    if not right:
         if row.code_tries >= _rules().code_tries:
             return _finish(session, actor, case, row, False, "code_wrong_no_tries_left", evidence)
         audit.record(session, actor, "verification.phone", outcome="failed", reason_code="code_wrong",
@@ -203,7 +262,7 @@ def check_phone_verification(session: Session, actor: Actor, case: Case, row: Ve
         return row
     row.code_hash = None  # single use
     questions = {q.question_code: q for q in wallet.security_questions}
-    wrong = [c for c in row.question_codes.split(",")
+    wrong = [c for c in asked
              if c not in questions or not wallet_credentials.check_security_answer(questions[c], answers.get(c, ""))]
     if wrong:
         evidence["wrong_answers"] = len(wrong)
@@ -212,11 +271,81 @@ def check_phone_verification(session: Session, actor: Actor, case: Case, row: Ve
 
 
 def valid_verification(session: Session, actor: Actor, case: Case) -> Verification | None:
-    """The newest passed, unexpired verification of this customer by this staff member."""
+    """The newest passed, unexpired verification of this case's customer by this staff member, in
+    this case (made in it, or adopted into it: :func:`adopt_verification`)."""
     return session.scalar(select(Verification).where(
-        Verification.customer_id == case.customer_id, Verification.staff_id == actor.staff_id,
-        Verification.status == "passed", Verification.expires_at > utcnow(),
+        Verification.case_id == case.id, Verification.customer_id == case.customer_id,
+        Verification.staff_id == actor.staff_id, Verification.status == "passed",
+        Verification.expires_at > utcnow(),
     ).order_by(Verification.id.desc()).limit(1))
+
+
+def adoptable_verification(session: Session, actor: Actor, case: Case) -> Verification | None:
+    """A still-valid verification this staff member made (or adopted) for the case's customer in an
+    earlier case on the same channel, which this case may adopt; None if there is none, or if the
+    case already has its own."""
+    if actor.staff_id is None or case.status != "open":
+        return None
+    if valid_verification(session, actor, case) is not None:
+        return None
+    if case.channel == codes.PHONE and is_flagged(session, case.customer_id):
+        return None  # counter only now: no phone help, not even with an earlier verification
+    return session.scalar(select(Verification).where(
+        Verification.case_id != case.id, Verification.customer_id == case.customer_id,
+        Verification.staff_id == actor.staff_id, Verification.channel == case.channel,
+        Verification.status == "passed", Verification.expires_at > utcnow(),
+    ).order_by(Verification.expires_at.desc(), Verification.id.desc()).limit(1))
+
+
+def adoption_source(row: Verification) -> dict | None:
+    """For a verification adopted from an earlier case: ``{"case_no", "verification_id",
+    "origin_verification_id"}``; None for one made in its own case."""
+    adopted = json.loads(row.evidence or "{}").get("adopted_from")
+    return adopted if isinstance(adopted, dict) else None
+
+
+def adopt_verification(session: Session, actor: Actor, case: Case, source_id: int) -> Verification:
+    """Use a still-valid verification of an earlier case in this one, visibly: a verification of
+    this case with the source's channel, method, strength and expiry (never extended), naming the
+    source in its evidence, and a ``verification.adopt`` event on this case (its log and receipt).
+    Only the staff member's own verification of the same customer, on the case's channel."""
+    action = "verification.adopt"
+    fields = {"case_ref": case.case_no, "customer_ref": case.customer.customer_no}
+    if not can(actor, VERIFY_COUNTER if case.channel == codes.COUNTER else VERIFY_PHONE):
+        raise refusal(action, "not_permitted", **fields)
+    require_case_actor(actor, case, action)
+    if case.status != "open" or case.staff_id != actor.staff_id:
+        raise refusal(action, "case_not_open_or_not_yours", **fields)
+    if valid_verification(session, actor, case) is not None:
+        raise refusal(action, "already_verified", **fields)
+    if case.channel == codes.PHONE and is_flagged(session, case.customer_id):
+        raise refusal(action, "customer_flagged_counter_only", **fields)
+    source = session.get(Verification, source_id) if isinstance(source_id, int) else None
+    now = utcnow()
+    if (source is None or source.case_id == case.id or source.customer_id != case.customer_id
+            or source.staff_id != actor.staff_id or source.channel != case.channel or source.status != "passed"
+            or source.expires_at is None or source.expires_at <= now):
+        raise refusal(action, "verification_not_adoptable", **fields,
+                      details={"source_verification_id": source_id if isinstance(source_id, int) else None})
+    earlier = adoption_source(source)
+    origin = earlier["origin_verification_id"] if earlier else source.id
+    adopted_from = {"case_no": source.case.case_no, "verification_id": source.id, "origin_verification_id": origin}
+    summary = json.loads(source.evidence or "{}")
+    summary.pop("adopted_from", None)
+    row = Verification(case_id=case.id, customer_id=case.customer_id, staff_id=actor.staff_id,
+                       channel=source.channel, method=source.method, strength=source.strength, status="passed",
+                       created_at=now, completed_at=now, expires_at=source.expires_at, code_tries=0, codes_sent=0,
+                       evidence=json.dumps({**summary, "adopted_from": adopted_from}, ensure_ascii=False,
+                                           sort_keys=True))
+    session.add(row)
+    session.flush()
+    faults.point("verification.adopt")  # between the new case's verification and its event (tests)
+    audit.record(session, actor, action, customer_ref=case.customer.customer_no, case_ref=case.case_no,
+                 verification_id=row.id, channel=case.channel,
+                 details={"source_case": source.case.case_no, "source_verification_id": source.id,
+                          "origin_verification_id": origin, "method": row.method, "strength": row.strength,
+                          "valid_until": row.expires_at.isoformat()})
+    return row
 
 
 def pending_phone_verification(session: Session, actor: Actor, case: Case) -> Verification | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask_babel import format_datetime
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
-from .. import boundary, policy
+from .. import boundary, codes, policy
 from ..adapters.registry import registry_from_config
 from ..extensions import db
 from ..identity import ID_TYPES, mask_name
@@ -29,8 +30,8 @@ from ..services import cases, overview, operations, receipts, verification, wall
 from ..services.actor import Actor
 from ..services.errors import InvalidInput
 from . import once, refusals
-from .desk_labels import (OPERATION_HELP, OPERATION_LABELS, REASON_LABELS, REFUSALS,
-                          VERIFICATION_FAILURES)
+from .desk_labels import (INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS, REASON_LABELS, REFUSALS,
+                          VERIFICATION_FAILURES, VERIFICATION_SLIPS)
 from .labels import security_question
 from .roles import ROLE_LABELS
 from .security import client_ip, guard_blueprint, requires
@@ -43,8 +44,8 @@ guard_blueprint(bp, CUSTOMER_VIEW)
 # printing a receipt (a PDF; a second print is a copy, as it says).
 ONE_TIME_FORMS = frozenset({
     "desk.open_case", "desk.verify_counter", "desk.verify_phone_start", "desk.verify_phone_resend",
-    "desk.verify_phone_check", "desk.operate", "desk.add_note", "desk.close_case", "desk.approval",
-    "desk.clear_interrupted_sign_ins",
+    "desk.verify_phone_check", "desk.adopt_verification", "desk.operate", "desk.add_note", "desk.close_case",
+    "desk.approval", "desk.clear_interrupted_sign_ins",
 })
 
 
@@ -225,7 +226,9 @@ def _operation_rows(rows):
     return shown
 
 
-def _render_case(case, *, counter_form=None, status=200):
+def _render_case(case, *, counter_form=None, phone_entry=None, status=200):
+    """The case page. After a slip, ``counter_form`` (the submitted form, its fields' errors set) or
+    ``phone_entry`` (what was typed, and the errors by input name) keep what was typed."""
     view = overview.case_overview(db.session, desk_actor(), case)
     counter_form = counter_form or CounterForm()
     counter_form.id_type.choices = [(k, str(v)) for k, v in ID_TYPES.items()]
@@ -236,7 +239,37 @@ def _render_case(case, *, counter_form=None, status=200):
         counter_form=counter_form, note_form=NoteForm(), rows=_operation_rows(view.operations),
         last=view.last, failures=VERIFICATION_FAILURES, flagged=view.flagged, events=view.events,
         receipt=view.receipt, mask_name=mask_name, operation_labels=OPERATION_LABELS,
-        role_labels=ROLE_LABELS), status
+        role_labels=ROLE_LABELS, adoptable=view.adoptable, adopted=_adopted(view.proof),
+        phone_entry=phone_entry or {"typed": {}, "errors": {}, "focus": "code"},
+        log_notes=_log_notes(view.events)), status
+
+
+def _adopted(proof) -> dict | None:
+    """Where the case's verification came from, when it was adopted from an earlier case."""
+    return verification.adoption_source(proof) if proof is not None else None
+
+
+def _log_notes(events) -> dict:
+    """A few words beside some events of the case log: the case an adopted verification came
+    from, and what a staff member's input error was."""
+    notes = {}
+    for event in events:
+        if event.action == "verification.adopt":
+            details = json.loads(event.details or "{}")
+            notes[event.seq] = _("from case %(case)s, verification %(id)s",
+                                 case=details.get("source_case", ""), id=details.get("source_verification_id", ""))
+        elif event.reason_code == codes.INPUT_ERROR:
+            code = json.loads(event.details or "{}").get("code", "")
+            notes[event.seq] = _("input error, not counted against the customer: %(what)s",
+                                 what=VERIFICATION_SLIPS.get(code, code))
+    return notes
+
+
+def _slip_messages(exc: InvalidInput) -> dict[str, str]:
+    """A verification slip's messages by the service's field names (``codes.VERIFICATION_SLIPS``)."""
+    problems = exc.details.get("problems") or {exc.details.get("field", ""): exc.message}
+    return {field: VERIFICATION_SLIPS.get(code) or str(INPUT_ERRORS.get(code, code))
+            for field, code in problems.items()}
 
 
 @bp.route("/cases/<case_no:case_no>", methods=["GET"])
@@ -251,8 +284,16 @@ def verify_counter(case_no):
     form.id_type.choices = [(k, str(v)) for k, v in ID_TYPES.items()]
     if form.validate_on_submit():
         registry = registry_from_config(current_app.config, db.session)
-        row = perform(verification.verify_at_counter, found, id_type=form.id_type.data,
-                      id_number=form.id_number.data, photo_matches=form.photo_matches.data, registry=registry)
+        try:
+            row = perform(verification.verify_at_counter, found, id_type=form.id_type.data,
+                          id_number=form.id_number.data, photo_matches=form.photo_matches.data, registry=registry)
+        except InvalidInput as exc:
+            # The teller's slip (recorded as an input error; nothing counts against the customer):
+            # on its field, with what was typed kept.
+            for name, message in _slip_messages(exc).items():
+                if name in form._fields:
+                    form[name].errors = [message]
+            return _render_case(found, counter_form=form, status=422)
         if row.status == "passed":
             flash(_("Identity verified with the ID document. Valid for %(n)s minutes.",
                     n=policy.current().verification.valid_minutes), "success")
@@ -260,6 +301,20 @@ def verify_counter(case_no):
             flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
         return redirect(url_for("desk.case", case_no=case_no))
     return _render_case(found, counter_form=form, status=400 if request.method == "POST" else 200)
+
+
+@bp.route("/cases/<case_no:case_no>/verify/adopt", methods=["POST"])
+def adopt_verification(case_no):
+    """Use, visibly, the staff member's still-valid verification of this customer from an earlier case."""
+    found = _case(case_no)
+    if FlaskForm().validate_on_submit():
+        raw = request.form.get("verification_id", "")
+        source = int(raw) if raw.isdigit() and len(raw) <= 9 else None
+        row = perform(verification.adopt_verification, found, source)
+        flash(_("The verification of case %(case)s is used in this case, valid until %(t)s.",
+                case=verification.adoption_source(row)["case_no"], t=format_datetime(row.expires_at, "HH:mm")),
+              "success")
+    return redirect(url_for("desk.case", case_no=case_no))
 
 
 def _wallet_of(case) -> Wallet:
@@ -303,8 +358,19 @@ def verify_phone_check(case_no):
             flash(str(REFUSALS["verification_not_pending"]), "error")
             return redirect(url_for("desk.case", case_no=case_no))
         answers = {code: request.form.get(f"answer_{code}", "")[:200] for code in pending.question_codes.split(",")}
-        row = perform(verification.check_phone_verification, found, pending, _wallet_of(found),
-                      code=request.form.get("code", ""), answers=answers)
+        typed = request.form.get("code", "")[:12]
+        try:
+            row = perform(verification.check_phone_verification, found, pending, _wallet_of(found),
+                          code=typed, answers=answers)
+        except InvalidInput as exc:
+            # The agent's slip (recorded as an input error; the try does not count): on its
+            # field, with what was typed kept.
+            errors = {("answer_" + name.split(".", 1)[1] if name.startswith("answers.") else name): message
+                      for name, message in _slip_messages(exc).items()}
+            typed_values = {"code": typed, **{f"answer_{code}": value for code, value in answers.items()}}
+            focus = next((name for name in typed_values if name in errors), "code")
+            return _render_case(found, phone_entry={"typed": typed_values, "errors": errors, "focus": focus},
+                                status=422)
         if row.status == "passed":
             flash(_("Identity verified by phone. Valid for %(n)s minutes.",
                     n=policy.current().verification.valid_minutes), "success")

@@ -42,7 +42,7 @@ REASON_LABELS = {
 
 _REFUSALS = {
     "not_permitted": _l("Your role does not allow this. The attempt has been recorded."),
-    "verification_missing_or_expired": _l("Verify the customer first: there is no valid verification by you for this customer (it lasts %(valid_minutes)s minutes)."),
+    "verification_missing_or_expired": _l("Verify the customer first: this case has no valid verification by you (one lasts %(valid_minutes)s minutes). A verification of an earlier case counts only once you use it in this case."),
     "verification_too_weak": _l("This needs the ID document checked at the counter."),
     "not_applicable": _l("This operation does not apply to the wallet's present state."),
     "case_not_open_or_not_yours": _l("Only the staff member who opened this case can act on it while it is open."),
@@ -60,6 +60,8 @@ _REFUSALS = {
     "not_found_or_other_branch": _l("Not found."),
     "not_your_case": _l("This case belongs to a colleague: only the staff member who opened it, or a supervisor of its branch, can act on it."),
     "not_your_receipt": _l("This receipt belongs to a colleague's case: only they, or a supervisor of the branch, can print it."),
+    "already_verified": _l("This case already has a valid verification."),
+    "verification_not_adoptable": _l("That verification cannot be used in this case: only your own, still valid, of this customer on this channel. Verify the customer again."),
     "customer_sms_cap": _l("This customer has received the most verification codes allowed for now (from any branch or channel). Ask the customer to wait a few minutes, or to come to a counter."),
 }
 
@@ -71,6 +73,21 @@ INPUT_ERRORS = {
     "decision_note_required": _l("A note is required to approve or reject."),
     "code_format": _l("The code has 6 digits."),
     "search_kind": _l("Choose what to search by."),
+    "input_error": _l("Some details are missing or mistyped: correct them and send the form again."),
+}
+
+# The staff member's own slips in a verification (``codes.VERIFICATION_SLIPS``), shown on the field:
+# they never count against the customer.
+_VERIFICATION_SLIPS = {
+    "id_format": _l("A resident ID number has 17 digits followed by a digit or X."),
+    "id_checksum": _l("The ID number's check digit is wrong; please check the number on the card."),
+    "id_birth_date": _l("The ID number does not contain a valid date of birth."),
+    "passport_format": _l("A document number has 5 to 20 letters and digits."),
+    "photo_not_attested": _l("Compare the photo on the document with the customer, then tick this box."),
+    "document_type_mismatch": _l("This is the customer's number, but another document type is chosen: choose the type of the document handed over."),
+    "document_expired": _l("The document has expired. Ask the customer for a valid ID document; nothing was counted against the customer."),
+    "code_format": _l("The code has 6 digits."),
+    "answer_missing": _l("Enter the customer's answer to this question."),
 }
 
 _VERIFICATION_FAILURES = {
@@ -118,3 +135,4 @@ class _Worded(Mapping):
 
 REFUSALS = _Worded(_REFUSALS)
 VERIFICATION_FAILURES = _Worded(_VERIFICATION_FAILURES)
+VERIFICATION_SLIPS = _Worded(_VERIFICATION_SLIPS)
