@@ -40,6 +40,11 @@ def normalise_id_number(raw: str) -> str:
     return re.sub(r"\s+", "", to_halfwidth(raw or "")).upper()
 
 
+def normalise_wallet_no(raw: str) -> str:
+    """A wallet number as typed: full-width digits, spaces and dashes allowed."""
+    return re.sub(r"[\s\-]", "", to_halfwidth(raw or ""))
+
+
 def normalise_mobile(raw: str) -> str:
     value = re.sub(r"[\s\-()]", "", to_halfwidth(raw or ""))
     if value.startswith("+86"):

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from .. import codes
 from ..identity import (document_problem, mask_id_number, mask_mobile, mobile_problem, normalise_id_number,
-                        normalise_mobile)
+                        normalise_mobile, normalise_wallet_no)
 from ..models.customer import Customer, Wallet
 from ..models.service import Approval, Case, CaseNote, Receipt
 from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, PII_REVEAL, can
@@ -44,6 +44,7 @@ def search(session: Session, actor: Actor, kind: str, value: str, id_type: str =
     require(actor, CUSTOMER_VIEW, "customer.search")
     value = (value or "").strip()
     if kind == "wallet_no":
+        value = normalise_wallet_no(value)  # as read out or printed: "0031 0473 1416 6564" or with dashes
         if not value.isdigit() or len(value) > 20:
             raise InvalidInput("wallet_no_format", field="value")
         shown = value

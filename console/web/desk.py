@@ -132,8 +132,10 @@ def index():
     actor = desk_actor()
     recent = db.session.scalars(select(Case).where(Case.staff_id == current_user.id)
                                 .order_by(Case.id.desc()).limit(10)).all()
-    return render_template("desk/search.html", form=_search_form(), results=None, recent=recent,
-                           channel=actor.channel)
+    form = _search_form()
+    if actor.channel == codes.PHONE:
+        form.kind.data = "mobile"  # callers give the mobile they call from, rarely a wallet number
+    return render_template("desk/search.html", form=form, results=None, recent=recent, channel=actor.channel)
 
 
 @bp.route("/search", methods=["POST"])
