@@ -61,8 +61,8 @@ def customer_overview(session: Session, actor: Actor, customer: Customer) -> Cus
                            .order_by(Case.id.desc()).limit(10)).all()
     elsewhere = session.scalar(select(func.count(Case.id)).where(
         Case.customer_id == customer.id, or_(Case.branch_id != actor.branch_id, Case.branch_id.is_(None)))) or 0
-    return CustomerOverview(customer, wallets, past, elsewhere, verification.is_flagged(session, customer.id),
-                            verification.failed_recently(session, customer.id))
+    failed = verification.failed_recently(session, customer.id)
+    return CustomerOverview(customer, wallets, past, elsewhere, verification.flagged_by(failed), failed)
 
 
 @dataclass

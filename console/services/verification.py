@@ -61,7 +61,12 @@ def failed_recently(session: Session, customer_id: int) -> int:
 
 def is_flagged(session: Session, customer_id: int) -> bool:
     """Repeated failed verifications (by default three within 24 hours): phone help is refused, counter only."""
-    return failed_recently(session, customer_id) >= _rules().failures_to_flag
+    return flagged_by(failed_recently(session, customer_id))
+
+
+def flagged_by(failures: int) -> bool:
+    """Whether this many recent failed verifications send the customer to the counter."""
+    return failures >= _rules().failures_to_flag
 
 
 def _start(session, actor, case, *, channel, method, strength) -> Verification:
