@@ -6,7 +6,7 @@ from console.extensions import db
 from console.models.customer import RiskAlert
 from console.models.notification import Notification
 
-from .conftest import WALLET_PASSWORD, audit_events, get_wallet, make_wallet, sign_in_wallet
+from .conftest import WALLET_PASSWORD, audit_events, get_wallet, make_branch, make_wallet, sign_in_wallet
 
 
 def test_twenty_failures_from_five_addresses_freeze_the_wallet(app):
@@ -46,6 +46,8 @@ def test_rules_are_configuration(app):
 
 def test_supervisors_see_open_alerts_on_their_home_page(app, client, login_as):
     wallet_no = make_wallet(name="刘洋")
+    get_wallet(wallet_no).home_branch_id = make_branch("BJ-001").id  # alerts go to the wallet's home branch
+    db.session.commit()
     for i in range(20):
         sign_in_wallet(wallet_no, "wrong-pass", source_ip=f"203.0.113.{i % 5}")
     login_as("supervisor")

@@ -7,6 +7,7 @@ compare a document at the counter.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (BigInteger, Boolean, Date, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String,
                         Text, UniqueConstraint)
@@ -14,6 +15,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .types import UTCDateTime
+
+if TYPE_CHECKING:
+    from .staff import Branch, Staff
 
 
 class Customer(db.Model):
@@ -47,6 +51,9 @@ class Wallet(db.Model):
     tier: Mapped[int] = mapped_column(SmallInteger, default=4)
     status: Mapped[str] = mapped_column(String(12), default="active")  # active, closed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The wallet's home branch (归属网点): where it was opened, unless assigned. Its supervisors
+    # handle the wallet's risk alerts. None: opened by no branch (the command line).
+    home_branch_id: Mapped[int | None] = mapped_column(ForeignKey("branch.id"), index=True)
 
     # Wallet password (argon2id) and its life cycle.
     password_hash: Mapped[str] = mapped_column(String(255))
@@ -73,12 +80,20 @@ class Wallet(db.Model):
     hold_placed_by: Mapped[str | None] = mapped_column(String(16))
 
     customer: Mapped[Customer] = relationship(back_populates="wallets")
+    home_branch: Mapped[Branch | None] = relationship()
     password_history: Mapped[list[WalletPasswordHistory]] = relationship(
         back_populates="wallet", order_by="WalletPasswordHistory.id.desc()")
     security_questions: Mapped[list[SecurityQuestion]] = relationship(
         back_populates="wallet", order_by="SecurityQuestion.position")
     bindings: Mapped[list[TwoFactorBinding]] = relationship(
         back_populates="wallet", order_by="TwoFactorBinding.id.desc()")
+
+    @property
+    def password_expired(self) -> bool:
+        """The password's time is up: sign-in answers password_expired until it is changed."""
+        from ..timeutil import utcnow
+
+        return self.password_expires_at is not None and self.password_expires_at <= utcnow()
 
     @property
     def active_binding(self) -> TwoFactorBinding | None:
@@ -122,6 +137,9 @@ class TwoFactorBinding(db.Model):
     wallet_id: Mapped[int] = mapped_column(ForeignKey("wallet.id"), index=True)
     device_id: Mapped[str] = mapped_column(String(64))
     device_label: Mapped[str] = mapped_column(String(80))
+    # The authenticator's TOTP secret (AES-GCM, context "binding.totp"), where the device is an
+    # authenticator: self-service recovery then asks for its code instead of the security answers.
+    totp_secret_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     bound_at: Mapped[datetime] = mapped_column(UTCDateTime)
     unbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unbound_reason: Mapped[str | None] = mapped_column(String(32))
@@ -173,6 +191,12 @@ class LoginAttempt(db.Model):
 
 
 class RiskAlert(db.Model):
+    """Raised by the risk monitor on a wallet; handled by the supervisors of the wallet's home branch.
+
+    An open alert is acknowledged by a supervisor, who names its owner (the staff member who follows
+    it up) and writes a note; it stays open until the freeze it reports is released (resolved).
+    """
+
     __tablename__ = "risk_alert"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -182,5 +206,11 @@ class RiskAlert(db.Model):
     details: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(12), default="open")  # open, resolved
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    handling_note: Mapped[str | None] = mapped_column(Text)
 
     wallet: Mapped[Wallet] = relationship()
+    acknowledged_by: Mapped[Staff | None] = relationship(foreign_keys=[acknowledged_by_id])
+    owner: Mapped[Staff | None] = relationship(foreign_keys=[owner_id])

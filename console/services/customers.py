@@ -74,19 +74,24 @@ def create_customer(session: Session, actor: Actor, *, name: str, id_type: str, 
     return customer
 
 
-def open_wallet(session: Session, actor: Actor, customer: Customer, *, password: str, tier: int = 4) -> Wallet:
+def open_wallet(session: Session, actor: Actor, customer: Customer, *, password: str, tier: int = 4,
+                home_branch_id: int | None = None) -> Wallet:
+    """The wallet's home branch is the opening staff member's, unless one is assigned (the command
+    line, which has no branch, assigns it or leaves none)."""
     if tier not in policy.current().wallet_tiers:
         raise InvalidInput("tier", field="tier")
     now = utcnow()
     hashed = hash_password(password)
+    home = home_branch_id if home_branch_id is not None else actor.branch_id
     wallet = Wallet(wallet_no=new_wallet_no(session), customer=customer, tier=tier, status="active",
-                    created_at=now, password_hash=hashed, password_set_at=now,
+                    home_branch_id=home, created_at=now, password_hash=hashed, password_set_at=now,
                     password_expires_at=password_expiry(now), must_change_password=False, failed_count=0)
     session.add(wallet)
     session.flush()
     session.add(WalletPasswordHistory(wallet_id=wallet.id, password_hash=hashed, set_at=now))
     audit.record(session, actor, "wallet.open", customer_ref=customer.customer_no,
-                 after={"wallet_no": wallet.wallet_no, "tier": tier})
+                 after={"wallet_no": wallet.wallet_no, "tier": tier,
+                        "home_branch": wallet.home_branch.code if wallet.home_branch else None})
     return wallet
 
 

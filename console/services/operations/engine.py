@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ...models.customer import Wallet
@@ -19,7 +20,7 @@ from ...timeutil import utcnow
 from .. import audit, notifications, verification
 from ..actor import Actor
 from ..cases import refusal
-from ..errors import InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from . import approvals, registry
 
 RULES = registry.RegistryView()  # every operation by code, in the case page's order
@@ -70,12 +71,22 @@ def verification_gap(case: Case, operation: str, proof: Verification | None) -> 
 class OperationAvailability:
     wallet: Wallet
     operation: str
-    state: str  # available, not_allowed, needs_verification
-    reason: str | None  # not_permitted, verification_missing_or_expired, verification_too_weak
+    state: str  # available, not_allowed, needs_verification, pending_approval
+    # not_permitted, verification_missing_or_expired, verification_too_weak, approval_pending
+    reason: str | None
     needs_approval: bool
+    approval: Approval | None = None  # with pending_approval: the request waiting for a supervisor
 
 
 _LOOK_UP = object()
+
+
+def pending_requests(session: Session, customer_id: int) -> dict[str, Approval]:
+    """The customer's requests still waiting for a supervisor, by operation (one each at most).
+    A request past its expiry is not waiting any more, even before ``expire_stale`` has marked it."""
+    rows = session.scalars(select(Approval).where(Approval.customer_id == customer_id, Approval.status == "pending",
+                                                  Approval.expires_at > utcnow())).all()
+    return {row.operation: row for row in rows}
 
 
 def availability(session: Session, actor: Actor, case: Case, proof=_LOOK_UP) -> list[OperationAvailability]:
@@ -87,20 +98,25 @@ def availability(session: Session, actor: Actor, case: Case, proof=_LOOK_UP) -> 
     """
     if proof is _LOOK_UP:
         proof = verification.valid_verification(session, actor, case)
+    pending = pending_requests(session, case.customer_id)
     rows = []
     for wallet in case.customer.wallets:
         for op in registry.all_operations():
-            state, reason = "available", None
+            state, reason, waiting = "available", None, None
             if not may_start(actor, case, op.code):
                 state, reason = "not_allowed", "not_permitted"
             elif not op.applies(wallet):
                 continue
+            elif op.code in pending:
+                # Filed already (in this case or another of the customer's): not offered again, and
+                # not run directly beside it, until a supervisor decides it or it expires.
+                state, reason, waiting = "pending_approval", "approval_pending", pending[op.code]
             else:
                 reason = verification_gap(case, op.code, proof)
                 if reason is not None:
                     state = "needs_verification"
             rows.append(OperationAvailability(wallet=wallet, operation=op.code, state=state, reason=reason,
-                                              needs_approval=op.needs_approval(actor, case)))
+                                              needs_approval=op.needs_approval(actor, case), approval=waiting))
     return rows
 
 
@@ -127,6 +143,11 @@ def _check(session: Session, actor: Actor, case: Case, wallet: Wallet, operation
         raise refusal(action, "case_not_open_or_not_yours", **fields)
     if not applicable(wallet, operation):
         raise refusal(action, "not_applicable", **fields)
+    waiting = pending_requests(session, case.customer_id).get(operation)
+    if waiting is not None:
+        raise Conflict("approval_pending", audit={
+            "action": "approval.request" if needs_approval(actor, case, operation) else action,
+            "outcome": "denied", "reason_code": "already_pending", "approval_id": waiting.id, **fields})
     if not registry.get(operation).needs_verification:
         return None
     proof = verification.valid_verification(session, actor, case)
