@@ -16,13 +16,22 @@ from console.pdf.fonts import cjk_font
 from console.pdf.receipt import build_receipt_pdf
 
 DATA = {
-    "bank": "演示银行", "branch": "北京西城支行 Beijing Xicheng Branch", "receipt_no": "R20261125123456",
-    "case_no": "K20261125123456", "customer": "李*", "id_number": "110105********0018", "channel": "柜面 Counter",
-    "issued_at": "2026-11-25 14:02:11",
-    "operations": [{"time": "14:01:05", "label_zh": "柜面证件核验", "label_en": "ID document verification",
-                    "outcome_zh": "成功", "outcome_en": "Succeeded", "seq": 1041},
-                   {"time": "14:02:00", "label_zh": "解锁钱包", "label_en": "Wallet unlocked",
-                    "outcome_zh": "成功", "outcome_en": "Succeeded", "seq": 1042}],
+    "bank": "演示银行", "bank_en": "Branch Console Demo Bank", "hotline": "95588",
+    "hotline_line": ("如非本人办理，或对本回单有疑问，请致电客服热线 95588。",
+                     "Not you, or any question about this receipt? Call our hotline 95588."),
+    "branch": "北京西城支行", "receipt_no": "R20261125123456", "case_no": "K20261125123456", "customer": "李*",
+    "id_number": "110105********0018", "wallets": ["0031 **** **** 1234"], "channel_zh": "柜面", "channel_en": "Counter",
+    "served_by": {"name": "王芳", "employee_no": "T1001"}, "issued_at": "2026-11-25 14:02:11",
+    "operations": [{"time": "14:01", "label_zh": "柜面证件核验", "label_en": "ID document verification",
+                    "outcome_zh": "成功", "outcome_en": "Succeeded", "outcome": "success", "wallet": "", "seq": 1041},
+                   {"time": "14:02", "label_zh": "重置登录密码", "label_en": "Password reset",
+                    "outcome_zh": "成功", "outcome_en": "Succeeded", "outcome": "success",
+                    "wallet": "0031 **** **** 1234", "seq": 1042}],
+    "next_steps": [("临时登录密码将以短信发送至您的预留手机 138****5678，24 小时内有效，仅可使用一次；首次登录时须设置新密码。",
+                    "A temporary password is on its way by SMS to your registered mobile 138****5678. It is valid "
+                    "for 24 hours and works once; choose a new password when you first sign in."),
+                   ("办理结果均以短信通知您的预留手机 138****5678。",
+                    "Each operation is confirmed by SMS to your registered mobile 138****5678.")],
     "last_seq": 1042, "last_hash": "ab" * 32,
     "check_url": "https://console.example/receipts/check/R20261125123456?c=0123456789abcdef", "counter": True,
 }

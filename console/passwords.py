@@ -82,10 +82,14 @@ def staff_password_problems(password: str, *, employee_no: str, min_length: int)
     return problems
 
 
+# Handed over on paper and typed by hand: no character that reads as another (I l 1, O o 0).
+UNAMBIGUOUS_ALPHABET = "".join(c for c in string.ascii_letters + string.digits if c not in "Il1Oo0")
+
+
 def generate_initial_password(length: int = 16) -> str:
-    """A random one-time password that meets the staff policy (letters and digits)."""
-    alphabet = string.ascii_letters + string.digits
+    """A random one-time password that meets the staff policy (letters and digits), without
+    look-alike characters (``UNAMBIGUOUS_ALPHABET``)."""
     while True:
-        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        value = "".join(secrets.choice(UNAMBIGUOUS_ALPHABET) for _ in range(length))
         if re.search(r"[A-Za-z]", value) and re.search(r"\d", value):
             return value

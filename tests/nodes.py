@@ -39,6 +39,7 @@ def node_env(database_url: str, redis_url: str, **extra) -> dict:
         "CONSOLE_BLIND_INDEX_KEY": base64.urlsafe_b64encode(b"b" * 32).decode(),
         "CONSOLE_AUDIT_SIGNING_KEY": key, "CONSOLE_WALLET_SERVICE_KEY": base64.urlsafe_b64encode(b"w" * 32).decode(),
         "CONSOLE_RATELIMIT_STORAGE_URI": redis_url, "CONSOLE_SESSION_COOKIE_SECURE": "false",
+        "CONSOLE_PUBLIC_BASE_URL": "https://console.bank.test",
         "CONSOLE_WORKERS": "2", "CONSOLE_THREADS": "4", "CONSOLE_LOG_LEVEL": "WARNING",
         "CONSOLE_LIMIT_SEARCH": "10000 per minute", "CONSOLE_LIMIT_WALLET_SIGNIN": "10000 per minute",
         "CONSOLE_LIMIT_STAFF_SIGNIN": "10000 per minute", "CONSOLE_GUNICORN_LOGLEVEL": "warning",

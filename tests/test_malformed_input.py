@@ -245,7 +245,7 @@ def test_csv_export_neutralises_formula_cells(app, client, login_as):
     audit.record(db.session, Actor.operator(), "case.view", outcome="denied", reason_code="not_found_or_other_branch",
                  case_ref='=HYPERLINK("http:evil.ex")', customer_ref="+1", details={"note": "@x"})
     db.session.commit()
-    body = client.get("/audit/export.csv").get_data(as_text=True)
+    body = client.get("/audit/export.csv").get_data(as_text=True).removeprefix("\ufeff")  # the byte order mark
     rows = list(csv.reader(io.StringIO(body)))
     cells = [cell for row in rows for cell in row]
     assert len(rows) > 3

@@ -2,8 +2,10 @@
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 from pypdf import PdfReader
@@ -47,11 +49,17 @@ def test_receipt_pdf_text_digest_and_rerender(app):
     if __import__("os").environ.get("RECEIPT_SAMPLE"):
         open(__import__("os").environ["RECEIPT_SAMPLE"], "wb").write(pdf)
     text_ = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    wallet_no = receipt.case.customer.wallets[0].wallet_no
+    staff = receipt.case.staff
     for needle in ("业务回单", "Service receipt", receipt.receipt_no, receipt.case.case_no, "解锁钱包",
                    "Wallet unlocked", "李*", receipt.case.customer.id_number_masked, receipt.last_event_hash,
-                   "客户签字"):
+                   "客户签字", receipts.mask_wallet_no(wallet_no), staff.name, staff.employee_no, "接下来",
+                   "What happens next", "原登录密码", "客服热线", app.config["HOTLINE"]):
         assert needle in text_, needle
-    assert ID_NUMBERS[receipt.case.customer.wallets[0].wallet_no] not in text_
+    assert ID_NUMBERS[wallet_no] not in text_ and wallet_no not in text_.replace(" ", "")
+    # Plain words first; the audit references (sequence numbers, digest, address) are the small print.
+    assert text_.index("您办理的业务") < text_.index("接下来") < text_.index("审计参考") < text_.index(
+        receipt.last_event_hash)
     issue = audit_events("receipt.issue")[0]
     assert json.loads(issue.details)["pdf_sha256"] == receipt.pdf_sha256
     unlock = [e for e in audit_events("wallet.unlock") if e.outcome == "success"][0]
@@ -80,17 +88,24 @@ def test_qr_decodes_to_the_check_address(app, client, tmp_path):
     found = zxingcpp.read_barcodes(Image.open(tmp_path / "page.png"))
     urls = [b.text for b in found]
     assert urls == [receipts.check_url(receipt.receipt_no)]
-    path_part = urls[0].split("127.0.0.1:5000", 1)[1]
-    page = client.get(path_part).get_data(as_text=True)
+    address = urlsplit(urls[0])
+    assert f"{address.scheme}://{address.netloc}" == app.config["PUBLIC_BASE_URL"]  # configured, not 127.0.0.1
+    page = client.get(f"{address.path}?{address.query}").get_data(as_text=True)
     assert "与本行防篡改审计日志一致" in page and receipt.receipt_no in page
     assert "李" not in page  # nothing personal on the public page
+    # The check page lists what the receipt lists: the same lines and audit sequence numbers.
+    lines = receipts.receipt_data(receipt)["operations"]
+    assert [int(n) for n in re.findall(r"<td><code>(\d+)</code></td>", page)] == [line["seq"] for line in lines]
+    assert all(line["label_zh"] in page for line in lines)
+    assert f"本受理单末笔审计事件</dt><dd><code>{receipt.last_event_seq}</code>" in page
 
 
 def test_check_page_refuses_without_the_code_and_notices_tampering(app, client):
     receipt, _t, _a = _closed_case()
     assert client.get(f"/receipts/check/{receipt.receipt_no}").status_code == 404
     assert client.get(f"/receipts/check/{receipt.receipt_no}?c=0000000000000000").status_code == 404
-    url = receipts.check_url(receipt.receipt_no).split("127.0.0.1:5000", 1)[1]
+    address = urlsplit(receipts.check_url(receipt.receipt_no))
+    url = f"{address.path}?{address.query}"
     seq = audit_events("receipt.issue")[0].seq
     tamper(f"UPDATE audit_event SET details = '{{}}' WHERE seq = {seq}")
     assert "不一致" in client.get(url).get_data(as_text=True)

@@ -97,7 +97,9 @@ def end_all_sessions(session: Session, staff: Staff, reason: str = "revoked") ->
 def set_staff_active(session: Session, actor: Actor, staff: Staff, active: bool) -> None:
     _require_admin(session, actor, "staff.update")
     if actor.staff_id == staff.id and not active:
-        raise NotAllowed("cannot disable yourself")
+        raise NotAllowed("cannot disable yourself", audit={
+            "action": "staff.update", "outcome": "denied", "reason_code": "own_account",
+            "details": {"employee_no": staff.employee_no}})
     before = staff_snapshot(staff)
     staff.active = active
     record_staff_change(session, actor, staff, before)
