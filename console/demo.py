@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from . import policy
 from .identity import resident_id_check_char
 from .models.customer import TwoFactorBinding, Wallet, WalletLock
-from .models.staff import BranchKind, Role, Staff
+from .models.staff import Branch, BranchKind, Role, Staff
 from .passwords import generate_initial_password, staff_password_problems
 from .services import customers, staff_admin, staff_auth, verification, wallet_credentials, wallet_signin
 from .services.actor import Actor
@@ -44,12 +44,12 @@ from .timeutil import utcnow
 
 Commit = Callable[[], None]
 
-# code, name, kind
+# code, name (in Chinese only: pages, receipts and reports give any English themselves), kind
 DEMO_BRANCHES = [
-    ("BJ-001", "北京西城支行 Beijing Xicheng Branch", BranchKind.branch.value),
-    ("SH-002", "上海浦东支行 Shanghai Pudong Branch", BranchKind.branch.value),
-    ("CC-95588", "客户服务中心 Customer Service Centre", BranchKind.call_centre.value),
-    ("HO-000", "总行 Head Office", BranchKind.head_office.value),
+    ("BJ-001", "北京西城支行", BranchKind.branch.value),
+    ("SH-002", "上海浦东支行", BranchKind.branch.value),
+    ("CC-95588", "客户服务中心", BranchKind.call_centre.value),
+    ("HO-000", "总行", BranchKind.head_office.value),
 ]
 # employee number, name, role, branch code
 DEMO_STAFF = [
@@ -160,12 +160,15 @@ def seed_customers(session: Session, actor: Actor, *, commit: Commit) -> list[De
     """Customers in every state the console must handle, locked for real by the lockout engine."""
     rules = policy.current()
     made = []
+    # The demo customers live in Beijing: their wallets' home branch is the first demo branch, whose
+    # supervisor handles their risk alerts.
+    home = session.scalar(select(Branch.id).where(Branch.code == DEMO_BRANCHES[0][0]))
     for i, (name, born, mobile, state) in enumerate(DEMO_CUSTOMERS, start=1):
         id_number = demo_resident_id(born, 100 + i)
         customer = customers.create_customer(session, actor, name=name, id_type="resident_id", id_number=id_number,
                                              mobile=mobile, id_expires_on=date(2035, 12, 31))
         wallet = customers.open_wallet(session, actor, customer, password=DEMO_WALLET_PASSWORD,
-                                       tier=2 if i % 2 else 4)
+                                       tier=2 if i % 2 else 4, home_branch_id=home)
         verification.registry_entry_for(session, "resident_id", id_number, name)
         if state != "active_without_2fa":
             _bind_device(session, wallet, label="华为 Mate 60" if i % 2 else "iPhone 15")

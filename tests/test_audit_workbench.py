@@ -88,7 +88,7 @@ def test_csv_and_jsonl_exports_are_complete_and_audited(app, client, login_as):
     login_as("auditor", branch_code="HO-000")
     csv_response = client.get("/audit/export.csv?action=wallet.unlock")
     body = csv_response.get_data()
-    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    rows = [dict(zip(audit_export.COLUMNS, r)) for r in list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))[1:]]
     assert len(rows) == 25 and rows[0]["action"] == "wallet.unlock" and rows[0]["hash"]
     event = audit_events("audit.export")[-1]
     details = json.loads(event.details)
@@ -160,9 +160,9 @@ def test_dashboard_shows_charts_and_exceptions(app, client, login_as):
     db.session.commit()
     login_as("auditor", branch_code="HO-000")
     page = client.get("/audit/dashboard").get_data(as_text=True)
-    assert "<svg" in page and "<script" not in page
+    assert "<svg" in page and "<script" not in page.split("<main", 1)[1]  # charts drawn without a script
     assert "C000000042" in page  # repeated resets of one customer
-    assert "self_approval" in page
+    assert "本人提交的申请" in page and "self_approval" not in page  # the reason in words, not its code
     assert "/audit/events?outcome=denied" in page
 
 

@@ -34,8 +34,10 @@ def test_search_is_exact_post_only_and_audited_masked(app, client, login_as):
     login_as("teller")
     id_number = ID_NUMBERS[wallet_no]
     for kind, value in (("mobile", "139 1234 5678"), ("id_number", id_number.lower()), ("wallet_no", wallet_no)):
-        page = post_form(client, "/desk/search", {"kind": kind, "id_type": "resident_id", "value": value},
-                         token_from="/desk/").get_data(as_text=True)
+        found = post_form(client, "/desk/search", {"kind": kind, "id_type": "resident_id", "value": value},
+                          token_from="/desk/")
+        assert found.status_code == 303 and value not in found.headers["Location"]  # one match: opened at once
+        page = client.get(found.headers["Location"]).get_data(as_text=True)
         assert "139****5678" in page and "13912345678" not in page and id_number not in page
     partial = post_form(client, "/desk/search", {"kind": "mobile", "id_type": "resident_id", "value": "1391234"},
                         token_from="/desk/").get_data(as_text=True)

@@ -365,7 +365,8 @@ def test_double_submits_of_notes_and_close_are_done_once_with_the_same_message(a
     assert client.post(f"/desk/cases/{case_no}/notes", data=note).status_code == 302
     assert client.post(f"/desk/cases/{case_no}/notes", data=note).status_code == 302
     assert _count(CaseNote) == 1
-    close = _form(client, f"/desk/cases/{case_no}", f"/desk/cases/{case_no}/close")
+    close = {**_form(client, f"/desk/cases/{case_no}/close", f"/desk/cases/{case_no}/close"),
+             "no_action_reason": "enquiry_only"}  # nothing was done: closed with the reason
     first = client.post(f"/desk/cases/{case_no}/close", data=close, follow_redirects=True).get_data(as_text=True)
     second = client.post(f"/desk/cases/{case_no}/close", data=close, follow_redirects=True)
     assert second.status_code == 200

@@ -261,7 +261,8 @@ def test_receipts_print_for_their_owner_and_the_branch_supervisor_only(app, clie
     owner, colleague, supervisor = make_staff("teller"), make_staff("teller"), make_staff("supervisor")
     sign_in(client, owner)
     case_no = _open_case(client, wallet_no)
-    post_form(client, f"/desk/cases/{case_no}/close", {}, token_from=f"/desk/cases/{case_no}")
+    post_form(client, f"/desk/cases/{case_no}/close", {"no_action_reason": "enquiry_only"},
+              token_from=f"/desk/cases/{case_no}/close")
     receipt_no = db.session.query(Receipt).one().receipt_no
     db.session.rollback()
     url = f"/desk/receipts/{receipt_no}.pdf"

@@ -16,14 +16,15 @@ from .. import boundary, codes
 from ..extensions import db
 from ..permissions import AUDIT_EXPORT, AUDIT_READ_BRANCH, AUDIT_READ_OWN, AUDIT_VERIFY, can
 from ..services import audit, audit_dashboard, audit_export, audit_query, checkpoints, overview
-from . import inputs
-from .desk_labels import OPERATION_LABELS
-from .labels import CHANNEL_LABELS, OUTCOME_LABELS, choices
+from . import export_words, inputs
+from .labels import CHANNEL_LABELS, OUTCOME_LABELS, TEMPLATE_FILTERS, action_choices, action_label, choices
 from .roles import ROLE_LABELS
 from .security import current_actor, guard_blueprint, requires
 
 bp = Blueprint("auditing", __name__, url_prefix="/audit")
 guard_blueprint(bp)
+for _name, _filter in TEMPLATE_FILTERS.items():  # words for the events' codes
+    bp.add_app_template_filter(_filter, _name)
 
 FILTER_ERRORS = {
     "date": _l("Enter dates as YYYY-MM-DD."),
@@ -55,7 +56,8 @@ def events():
     return render_template("auditing/events.html", rows=rows, next_before=next_before, filters=f.as_dict(),
                            args=request.args, errors=errors, roles=choices(codes.ROLES, ROLE_LABELS),
                            outcomes=choices(codes.OUTCOMES, OUTCOME_LABELS),
-                           channels=choices(codes.CHANNELS, CHANNEL_LABELS), can_export=can(current_user, AUDIT_EXPORT))
+                           channels=choices(codes.CHANNELS, CHANNEL_LABELS), actions=action_choices(),
+                           can_export=can(current_user, AUDIT_EXPORT))
 
 
 @bp.route("/events/<seq:seq>", methods=["GET"])
@@ -83,7 +85,7 @@ def export(fmt):
     actor = _actor()
     if fmt == "pdf":
         volume = max(1, min(request.args.get("volume", 1, type=int) or 1, 10_000))
-        pdf, rows, more = audit_export.pdf_volume(db.session, actor, f, volume)
+        pdf, rows, more = audit_export.pdf_volume(db.session, actor, f, volume, words=export_words.words)
         boundary.perform(actor, audit_export.record_export, f, "pdf", {
             "rows": rows, "complete": True, "volume": volume, "sha256": hashlib.sha256(pdf).hexdigest()})
         headers = {"Content-Disposition": f'attachment; filename="audit-report-v{volume}.pdf"',
@@ -94,7 +96,7 @@ def export(fmt):
 
     def generate():
         try:
-            yield from audit_export.lines(db.session, actor, f, fmt, result)
+            yield from audit_export.lines(db.session, actor, f, fmt, result, translate=export_words.translate)
         finally:
             boundary.rollback()  # the export read; its record is a transaction of its own
             boundary.perform(actor, audit_export.record_export, f, fmt, result)
@@ -109,10 +111,10 @@ def export(fmt):
 def dashboard():
     days = max(1, min(request.args.get("days", 14, type=int) or 14, 90))
     data = audit_dashboard.build(db.session, _actor(), days=days)
-    # Wallet operations by their registry labels (the dashboard label), other actions by their code.
-    per_action = [(str(OPERATION_LABELS.get(action.removeprefix("wallet."), action)) if action.startswith("wallet.")
-                   else action, n) for action, n in data["per_action"]]
-    charts = {"by_day": Markup(audit_dashboard.bar_chart_svg(data["by_day"])),
+    # Every action by its words (a wallet operation's: its registry label).
+    per_action = [(action_label(action), n) for action, n in data["per_action"]]
+    outcome_words = {code: str(words) for code, words in OUTCOME_LABELS.items()}
+    charts = {"by_day": Markup(audit_dashboard.bar_chart_svg(data["by_day"], outcome_words=outcome_words)),
               "per_action": Markup(audit_dashboard.hbar_svg(per_action)),
               "per_branch": Markup(audit_dashboard.hbar_svg(data["per_branch"]))}
     return render_template("auditing/dashboard.html", data=data, days=days, charts=charts)

@@ -1,8 +1,10 @@
 """Staff sign-in pages: employee number + password, then TOTP (enrolled at first sign-in)."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import segno
-from flask import (Blueprint, current_app, flash, g, redirect, render_template, request, session,
+from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, session,
                    url_for)
 from flask_babel import format_datetime
 from flask_babel import gettext as _
@@ -55,15 +57,34 @@ def _timeout_message(reason: str) -> str:
     return str(TIMEOUT_MESSAGES[reason]) % {"n": numbers.get(reason)}
 
 
+def _return_to(target: str | None) -> str | None:
+    """Where signing in may lead back to: a same-origin relative path (``is_safe_next``), never a
+    sign-in page itself."""
+    if not target or not is_safe_next(target):
+        return None
+    return None if urlsplit(target).path.startswith("/auth/") else target
+
+
+def _came_from() -> str | None:
+    """The page a form was sent from (the Referer, same origin only): a POST is not repeated after
+    signing in, the page it came from is shown again."""
+    referrer = urlsplit(request.referrer or "")
+    if referrer.scheme not in ("http", "https") or referrer.netloc != request.host:
+        return None
+    return _return_to(referrer.path + (f"?{referrer.query}" if referrer.query else ""))
+
+
 @login_manager.unauthorized_handler
 def _unauthorized():
     reason = g.get("session_end_reason")
+    if request.endpoint == "auth.keep_alive":  # the idle warning's script: it goes to sign-in itself
+        return jsonify({"signed_in": False}), 401
     if reason in TIMEOUT_MESSAGES:
         flash(_timeout_message(reason), "warning")
     else:
         flash(_("Please sign in first."), "info")
-    target = request.full_path if request.method == "GET" else None
-    return redirect(url_for("auth.login", next=target.rstrip("?") if target else None))
+    target = _return_to(request.full_path.rstrip("?")) if request.method == "GET" else _came_from()
+    return redirect(url_for("auth.login", next=target))
 
 
 # --- pending sign-in state (server-side; the cookie holds only a random token) ------------
@@ -115,7 +136,7 @@ def _finish(row: PendingSignin, staff: Staff):
         flash(_("Your account was locked at %(time)s after %(n)s failed sign-in attempts. "
                 "If that was not you, tell your administrator.",
                 time=format_datetime(notice.locked_at, "yyyy-MM-dd HH:mm"), n=notice.failures), "warning")
-    return redirect(target if is_safe_next(target) else url_for("home.index"))
+    return redirect(_return_to(target) or url_for("home.index"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -124,7 +145,7 @@ def login():
         return redirect(url_for("home.index"))
     form = LoginForm()
     if request.method == "GET":
-        form.next.data = request.args.get("next", "")
+        form.next.data = _return_to(request.args.get("next", "")) or ""
     if form.validate_on_submit():
         result = boundary.step(staff_auth.check_password, form.employee_no.data, form.password.data,
                                source_ip=client_ip())
@@ -134,7 +155,7 @@ def login():
             if lang:
                 session["lang"] = lang
             token = boundary.step(staff_auth.begin_pending_signin, result.staff, source_ip=client_ip(),
-                                  next_url=form.next.data if is_safe_next(form.next.data) else None)
+                                  next_url=_return_to(form.next.data))
             _remember(token, result.staff)
             row, staff = _pending()
             return _next_step(row, staff)
@@ -226,6 +247,16 @@ def logout():
         session["lang"] = lang
     flash(_("You have signed out."), "success")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/keep-alive", methods=["POST"])
+@requires()
+def keep_alive():
+    """The idle-timeout warning's "stay signed in" (console/static/console.js): a signed-in POST with
+    its CSRF token is activity, as a page load is (the session loader records it); the answer says
+    how long the session now has before the idle timeout."""
+    return jsonify({"signed_in": True,
+                    "idle_seconds": policy.current().staff_signin.idle_timeout_minutes * 60})
 
 
 @bp.route("/language", methods=["POST"])

@@ -24,15 +24,15 @@ from ..adapters.registry import registry_from_config
 from ..extensions import db
 from ..identity import ID_TYPES, mask_name
 from ..models.customer import Wallet
-from ..models.service import Case
+from ..models.service import Approval, Case
 from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, WALLET_UNLOCK
 from ..services import cases, overview, operations, receipts, verification, wallet_signin
 from ..services.actor import Actor
 from ..services.errors import InvalidInput
 from . import once, refusals
-from .desk_labels import (INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS, REASON_LABELS, REFUSALS,
-                          VERIFICATION_FAILURES, VERIFICATION_SLIPS)
-from .labels import security_question
+from .desk_labels import (CLOSE_WITHOUT_ACTION, INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS, REASON_LABELS,
+                          REFUSALS, VERIFICATION_FAILURES, VERIFICATION_SLIPS)
+from .labels import TEMPLATE_FILTERS, security_question
 from .roles import ROLE_LABELS
 from .security import client_ip, guard_blueprint, requires
 
@@ -56,6 +56,8 @@ def _answer_once():
 
 bp.after_request(once.finish)
 bp.add_app_template_global(once.form_token, "form_token")
+for _name, _filter in TEMPLATE_FILTERS.items():  # words for the codes of the case log
+    bp.add_app_template_filter(_filter, _name)
 
 
 def desk_actor() -> Actor:
@@ -97,9 +99,17 @@ class CounterForm(FlaskForm):
 
 
 class OperationForm(FlaskForm):
-    reason_code = SelectField(_l("Reason"), choices=[])
+    reason_code = SelectField(_l("Reason"), choices=[], validators=[DataRequired(message=_l("Choose a reason."))])
     note = TextAreaField(_l("Note (optional)"), validators=[Optional(), Length(max=1000)])
     confirm = BooleanField(_l("I have checked the details with the customer"), validators=[DataRequired()])
+
+
+class CloseForm(FlaskForm):
+    """Closing a case: a reason when nothing was done, an acknowledgement when a request still waits."""
+
+    no_action_reason = SelectField(_l("Why nothing was done for the customer"), choices=[], validators=[Optional()])
+    note = TextAreaField(_l("Note (optional)"), validators=[Optional(), Length(max=1000)])
+    pending_told = BooleanField(_l("I have told the customer that a supervisor still has to decide the request"))
 
 
 class NoteForm(FlaskForm):
@@ -149,6 +159,9 @@ def search():
         except InvalidInput as exc:
             form.value.errors = [refusals.message(exc)]
         form.value.data = ""  # never echo the full number back into the page
+        if results and len(results) == 1:
+            # One customer: open it at once (a GET of the customer page; the number stays out of the URL).
+            return redirect(url_for("desk.customer", customer_no=results[0].customer_no), code=303)
     return render_template("desk/search.html", form=form, results=results or [], searched=True,
                            recent=[], channel=desk_actor().channel, mask_name=mask_name)
 
@@ -215,30 +228,74 @@ def open_case(customer_no):
 # --- the case: verify, operate, close ------------------------------------------------------------
 
 
-def _operation_rows(rows):
-    """The case's operations (console.services.operations.availability), with their words and forms."""
+def _reason_choices(operation: str) -> list[tuple[str, str]]:
+    """The reasons staff choose from; nothing is chosen for them unless the operation declares the
+    reason that brings a customer for it (``Operation.default_reason``)."""
+    reasons = [(c, str(REASON_LABELS.get(c, c))) for c in policy.current().reason_codes]
+    if _default_reason(operation) is None:
+        return [("", _("Choose a reason…"))] + reasons
+    return reasons
+
+
+def _default_reason(operation: str) -> str | None:
+    default = operations.registry.get(operation).default_reason
+    return default if default in policy.current().reason_codes else None
+
+
+def _operation_form(wallet_id: int, operation: str) -> OperationForm:
+    """A fresh operation form (never filled from another form's POST), its default reason chosen."""
+    form = OperationForm(formdata=None, prefix=f"w{wallet_id}-{operation}")
+    form.reason_code.choices = _reason_choices(operation)
+    form.reason_code.data = _default_reason(operation) or ""
+    return form
+
+
+def _operation_rows(rows, submitted=None):
+    """The case's operations (console.services.operations.availability), with their words and forms;
+    ``submitted`` (wallet id, operation, form) keeps a form sent back with its errors."""
     shown = []
     for row in rows:
-        form = OperationForm(prefix=f"w{row.wallet.id}-{row.operation}")
-        form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in policy.current().reason_codes]
+        form = _operation_form(row.wallet.id, row.operation) if submitted is None or \
+            submitted[:2] != (row.wallet.id, row.operation) else submitted[2]
         shown.append({"wallet": row.wallet, "op": row.operation, "label": OPERATION_LABELS[row.operation],
                       "help": OPERATION_HELP[row.operation], "state": row.state,
                       "why": REFUSALS[row.reason] if row.reason else None, "form": form,
-                      "approval": row.needs_approval})
+                      "approval": row.needs_approval, "sent_back": submitted is not None and form is submitted[2]})
     return shown
 
 
-def _render_case(case, *, counter_form=None, phone_entry=None, status=200):
-    """The case page. After a slip, ``counter_form`` (the submitted form, its fields' errors set) or
-    ``phone_entry`` (what was typed, and the errors by input name) keep what was typed."""
+def _done(events) -> list:
+    """What was done for the customer in a case: wallet operations carried out and requests filed."""
+    return [e for e in events if e.outcome == codes.SUCCESS
+            and (e.action == "approval.request" or operations.registry.by_action(e.action) is not None)]
+
+
+def _next_step(case, view, rows) -> str:
+    """Where the case page puts the focus: the first thing still to do."""
+    if case.status != "open":
+        return "receipt"
+    if view.proof is None:
+        return "verify"
+    if not _done(view.events) and any(r["state"] == "available" for r in rows):
+        return "operate"
+    return "close"
+
+
+def _render_case(case, *, counter_form=None, phone_entry=None, operation_form=None, status=200):
+    """The case page. After a slip, ``counter_form`` (the submitted form, its fields' errors set),
+    ``phone_entry`` (what was typed, and the errors by input name) or ``operation_form`` (wallet id,
+    operation, the submitted form) keep what was typed. The focus lands on the next thing to do."""
     view = overview.case_overview(db.session, desk_actor(), case)
+    rows = _operation_rows(view.operations, operation_form)
+    step = "operate" if operation_form is not None else (
+        "verify" if counter_form is not None or phone_entry is not None else _next_step(case, view, rows))
     counter_form = counter_form or CounterForm()
     counter_form.id_type.choices = [(k, str(v)) for k, v in ID_TYPES.items()]
     questions = [(code, security_question(code)) for code in view.question_codes]
     return render_template(
         "desk/case.html", case=case, proof=view.proof, pending=view.pending, questions=questions,
         wallet=case.customer.wallets[0] if case.customer.wallets else None,
-        counter_form=counter_form, note_form=NoteForm(), rows=_operation_rows(view.operations),
+        counter_form=counter_form, note_form=NoteForm(), rows=rows, step=step, done=_done(view.events),
         last=view.last, failures=VERIFICATION_FAILURES, flagged=view.flagged, events=view.events,
         receipt=view.receipt, mask_name=mask_name, operation_labels=OPERATION_LABELS,
         role_labels=ROLE_LABELS, adoptable=view.adoptable, adopted=_adopted(view.proof),
@@ -301,7 +358,7 @@ def verify_counter(case_no):
                     n=policy.current().verification.valid_minutes), "success")
         else:
             flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
-        return redirect(url_for("desk.case", case_no=case_no))
+        return _back_to_case(found)
     return _render_case(found, counter_form=form, status=400 if request.method == "POST" else 200)
 
 
@@ -316,7 +373,7 @@ def adopt_verification(case_no):
         flash(_("The verification of case %(case)s is used in this case, valid until %(t)s.",
                 case=verification.adoption_source(row)["case_no"], t=format_datetime(row.expires_at, "HH:mm")),
               "success")
-    return redirect(url_for("desk.case", case_no=case_no))
+    return _back_to_case(found)
 
 
 def _wallet_of(case) -> Wallet:
@@ -332,7 +389,7 @@ def verify_phone_start(case_no):
     if FlaskForm().validate_on_submit():
         perform(verification.start_phone_verification, found, _wallet_of(found))
         flash(_("A 6-digit code was sent by SMS to the registered mobile. Ask the customer to read it out."), "info")
-    return redirect(url_for("desk.case", case_no=case_no))
+    return _back_to_case(found)
 
 
 @bp.route("/cases/<case_no:case_no>/verify/phone/resend", methods=["POST"])
@@ -346,7 +403,7 @@ def verify_phone_resend(case_no):
         else:
             perform(verification.resend_code, found, pending)
             flash(_("A new code was sent. Tries already used still count."), "info")
-    return redirect(url_for("desk.case", case_no=case_no))
+    return _back_to_case(found)
 
 
 @bp.route("/cases/<case_no:case_no>/verify/phone/check", methods=["POST"])
@@ -380,7 +437,7 @@ def verify_phone_check(case_no):
             flash(str(VERIFICATION_FAILURES.get(row.failure_reason, row.failure_reason)), "error")
         else:
             flash(_("The code is wrong. %(n)s tries left.", n=policy.current().verification.code_tries - row.code_tries), "error")
-    return redirect(url_for("desk.case", case_no=case_no))
+    return _back_to_case(found)
 
 
 @bp.route("/cases/<case_no:case_no>/wallets/<int:wallet_id>/<operation>", methods=["POST"])
@@ -392,10 +449,12 @@ def operate(case_no, wallet_id, operation):
     if wallet is None or wallet.customer_id != found.customer_id:
         abort(404)
     form = OperationForm(prefix=f"w{wallet.id}-{operation}")
-    form.reason_code.choices = [(c, str(REASON_LABELS.get(c, c))) for c in policy.current().reason_codes]
+    form.reason_code.choices = _reason_choices(operation)
     if not form.validate_on_submit():
-        flash(_("Choose a reason and tick the confirmation box."), "error")
-        return redirect(url_for("desk.case", case_no=case_no))
+        if not form.confirm.data:
+            form.confirm.errors = [_("Tick this box once you have checked the details with the customer.")]
+        # Sent back on its form, with what was typed kept (the note, the reason).
+        return _render_case(found, operation_form=(wallet.id, operation, form), status=422)
     result = perform(operations.perform, found, wallet, operation,
                      reason_code=form.reason_code.data, note=form.note.data or None)
     if result.status == "pending_approval":
@@ -403,7 +462,7 @@ def operate(case_no, wallet_id, operation):
                 n=policy.current().approvals.expiry_minutes), "info")
     else:
         flash(_("Done: %(op)s. The customer has been notified by SMS.", op=OPERATION_LABELS[operation]), "success")
-    return redirect(url_for("desk.case", case_no=case_no))
+    return _back_to_case(found, step="close")
 
 
 @bp.route("/cases/<case_no:case_no>/notes", methods=["POST"])
@@ -412,16 +471,61 @@ def add_note(case_no):
     form = NoteForm()
     if form.validate_on_submit():
         perform(cases.add_note, found, form.text.data)
-    return redirect(url_for("desk.case", case_no=case_no))
+    return _back_to_case(found)
 
 
-@bp.route("/cases/<case_no:case_no>/close", methods=["POST"])
+def _back_to_case(case: Case, step: str | None = None):
+    """After a step (POST, redirect, GET): the case page, scrolled to where its focus lands. An
+    operation names its next step itself: its audit event is chained only at commit, after this."""
+    if step is None:
+        view = overview.case_overview(db.session, desk_actor(), case)
+        step = _next_step(case, view, _operation_rows(view.operations))
+    return redirect(url_for("desk.case", case_no=case.case_no, _anchor=step))
+
+
+def _close_form() -> CloseForm:
+    form = CloseForm()
+    form.no_action_reason.choices = [("", _("Choose why…"))] + [(code, str(words))
+                                                                 for code, words in CLOSE_WITHOUT_ACTION.items()]
+    return form
+
+
+def _close_summary(case) -> dict:
+    """What closing says before it is done: the verification, what was done, what still waits."""
+    view = overview.case_overview(db.session, desk_actor(), case)
+    waiting = db.session.scalars(select(Approval).where(Approval.case_id == case.id,
+                                                        Approval.status == "pending")).all()
+    verified = [e for e in view.events if e.action.startswith("verification.") and e.action != "verification.code_sent"
+                and e.outcome == codes.SUCCESS]
+    return {"done": _done(view.events), "waiting": waiting, "verified": verified, "notes": len(case.notes)}
+
+
+@bp.route("/cases/<case_no:case_no>/close", methods=["GET", "POST"])
 def close_case(case_no):
+    """Closing asks first, with what was done: a case where nothing was done is closed only with a
+    reason, and one with a request still waiting for a supervisor only once the customer is told."""
     found = _case(case_no)
-    if FlaskForm().validate_on_submit():
-        receipt = perform(receipts.close_and_issue, found)
-        flash(_("Case closed. Receipt %(no)s issued.", no=receipt.receipt_no), "success")
-    return redirect(url_for("desk.case", case_no=case_no))
+    if found.status != "open":
+        return redirect(url_for("desk.case", case_no=case_no, _anchor="receipt"))
+    form = _close_form()
+    summary = _close_summary(found)
+    if request.method == "POST" and form.validate_on_submit():
+        if not summary["done"] and not form.no_action_reason.data:
+            form.no_action_reason.errors = [_("Nothing was done in this case: say why before closing it.")]
+        if summary["waiting"] and not form.pending_told.data:
+            form.pending_told.errors = [_("A request is still waiting for a supervisor: tell the customer, then tick this box.")]
+        if not form.errors:
+            if not summary["done"]:
+                text = _("Closed without action: %(why)s.", why=CLOSE_WITHOUT_ACTION[form.no_action_reason.data])
+                perform(cases.add_note, found, f"{text} {form.note.data or ''}".strip())
+            elif form.note.data:
+                perform(cases.add_note, found, form.note.data)
+            receipt = perform(receipts.close_and_issue, found)
+            flash(_("Case closed. Receipt %(no)s issued.", no=receipt.receipt_no), "success")
+            return redirect(url_for("desk.case", case_no=case_no, _anchor="receipt"))
+    status = 422 if request.method == "POST" else 200
+    return render_template("desk/close.html", case=found, form=form, mask_name=mask_name,
+                           operation_labels=OPERATION_LABELS, **summary), status
 
 
 @bp.route("/receipts/<receipt_no:receipt_no>.pdf", methods=["POST"])
@@ -443,9 +547,11 @@ def receipt_pdf(receipt_no):
 @bp.route("/approvals", methods=["GET"])
 @requires(APPROVAL_DECIDE)
 def approvals():
+    actor = desk_actor()
     rows = perform(overview.pending_approvals)
-    return render_template("desk/approvals.html", rows=rows, labels=OPERATION_LABELS, reasons=REASON_LABELS,
-                           mask_name=mask_name)
+    reviews = [overview.approval_review(db.session, actor, row) for row in rows]
+    return render_template("desk/approvals.html", reviews=reviews, labels=OPERATION_LABELS, reasons=REASON_LABELS,
+                           mask_name=mask_name, role_labels=ROLE_LABELS)
 
 
 def _decision_form():
@@ -462,8 +568,13 @@ def approval(approval_id):
     form = _decision_form()
     if request.method == "POST" and form.validate_on_submit():
         decided = perform(operations.decide, row, approve=form.decision.data == "approve", note=form.note.data)
-        flash(_("Approved and executed.") if decided.status == "executed" else _("Rejected."), "success")
+        flash(_("Approved and executed: %(op)s for %(name)s. The maker sees the decision on the case.",
+                op=OPERATION_LABELS[decided.operation], name=mask_name(decided.customer.name))
+              if decided.status == "executed" else
+              _("Rejected: %(op)s for %(name)s. The maker sees the decision on the case.",
+                op=OPERATION_LABELS[decided.operation], name=mask_name(decided.customer.name)), "success")
         return redirect(url_for("desk.approvals"))
-    return render_template("desk/approval.html", row=row, form=form, evidence=json.loads(row.evidence or "{}"),
-                           labels=OPERATION_LABELS, reasons=REASON_LABELS, mask_name=mask_name,
-                           own=row.maker_id == current_user.id)
+    status = 422 if request.method == "POST" else 200
+    return render_template("desk/approval.html", review=overview.approval_review(db.session, desk_actor(), row),
+                           row=row, form=form, labels=OPERATION_LABELS, reasons=REASON_LABELS, mask_name=mask_name,
+                           own=row.maker_id == current_user.id, role_labels=ROLE_LABELS), status

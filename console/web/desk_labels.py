@@ -6,6 +6,7 @@ from flask_babel import lazy_gettext as _l
 from .. import policy
 
 from ..services.operations import registry
+from .labels import security_question
 
 
 class _OperationWords(Mapping):
@@ -40,6 +41,15 @@ REASON_LABELS = {
     "risk_reviewed": _l("Risk reviewed with the customer"),
 }
 
+# Why a case is closed with nothing done for the customer (a note of the case says which).
+CLOSE_WITHOUT_ACTION = {
+    "enquiry_only": _l("The customer only asked for information"),
+    "not_verified": _l("The customer's identity could not be verified"),
+    "customer_left": _l("The customer left or the call ended"),
+    "referred": _l("Sent to the counter or another channel"),
+    "opened_by_mistake": _l("Case opened by mistake"),
+}
+
 _REFUSALS = {
     "not_permitted": _l("Your role does not allow this. The attempt has been recorded."),
     "verification_missing_or_expired": _l("Verify the customer first: this case has no valid verification by you (one lasts %(valid_minutes)s minutes). A verification of an earlier case counts only once you use it in this case."),
@@ -52,6 +62,8 @@ _REFUSALS = {
     "no_security_questions": _l("The customer has no security questions, so phone verification is impossible: ask the customer to come to a counter."),
     "verification_not_pending": _l("This phone verification is no longer in progress; start a new one."),
     "already_pending": _l("A request for this operation is already waiting for a supervisor."),
+    "approval_pending": _l("A request for this operation is already waiting for a supervisor: it cannot be filed again or done beside it until it is decided or expires."),
+    "alert_resolved": _l("This alert is resolved: the freeze it reported has been released."),
     "self_approval": _l("You made this request, so you cannot decide it. Another supervisor must."),
     "already_decided": _l("This request was already decided."),
     "expired": _l("This request expired after %(approval_minutes)s minutes. The maker must file it again."),
@@ -71,6 +83,8 @@ INPUT_ERRORS = {
     "reason_required": _l("Give a reason of at least 4 characters."),
     "note_length": _l("The note must be 1 to 2,000 characters."),
     "decision_note_required": _l("A note is required to approve or reject."),
+    "alert_note_required": _l("Write a note of 1 to 1,000 characters: what you found and what happens next."),
+    "alert_owner": _l("Choose the owner from the staff of your branch."),
     "code_format": _l("The code has 6 digits."),
     "search_kind": _l("Choose what to search by."),
     "input_error": _l("Some details are missing or mistyped: correct them and send the form again."),
@@ -136,3 +150,81 @@ class _Worded(Mapping):
 REFUSALS = _Worded(_REFUSALS)
 VERIFICATION_FAILURES = _Worded(_VERIFICATION_FAILURES)
 VERIFICATION_SLIPS = _Worded(_VERIFICATION_SLIPS)
+
+
+# Approval requests: where a request stands, and the words of the approval page (``overview.approval_review``).
+APPROVAL_STATES = {
+    "pending": _l("waiting for a supervisor"),
+    "expired": _l("expired without a decision"),
+    "approved": _l("approved"),
+    "executed": _l("approved and done"),
+    "rejected": _l("rejected"),
+}
+
+VERIFICATION_METHODS = {
+    "id_document": _l("ID document checked at the counter"),
+    "sms_code_and_questions": _l("SMS code to the registered mobile and security answers, by phone"),
+}
+
+VERIFICATION_STRENGTHS = {
+    "strong": _l("strong"),
+    "medium": _l("medium"),
+}
+
+REGISTRY_RESULTS = {
+    "match": _l("the citizen-ID registry confirms the name and number"),
+    "mismatch": _l("the citizen-ID registry has another name for this number"),
+    "not_found": _l("the citizen-ID registry does not know this number"),
+    "revoked": _l("the citizen-ID registry reports the document as invalid"),
+    "unavailable": _l("the citizen-ID registry could not be reached"),
+}
+
+# Credential changes a checker weighs (audit actions); the wallet operations' own use their label.
+CHANGE_LABELS = {
+    "wallet.password_change": _l("The customer changed the wallet password in the app"),
+    "wallet.security_questions_set": _l("The customer set new security questions in the app"),
+    "wallet.password_reset": _l("The wallet password was reset"),
+}
+
+
+def change_label(action: str) -> str:
+    """Words for a credential change (an audit action)."""
+    if action in CHANGE_LABELS:
+        return str(CHANGE_LABELS[action])
+    if action.startswith("wallet.") and action.removeprefix("wallet.") in registry.REGISTRY:
+        return str(OPERATION_LABELS[action.removeprefix("wallet.")])
+    return action
+
+# Who made a change, when it was not a staff member (``codes.ACTOR_KINDS``).
+ACTOR_KIND_LABELS = {
+    "staff": _l("a staff member"),
+    "operator": _l("an operator at the command line"),
+    "system": _l("the system"),
+    "anonymous": _l("someone not signed in"),
+    "service": _l("the wallet app"),
+    "customer": _l("the customer"),
+}
+
+
+class _ApprovalWords:
+    """The words of approval requests, for templates (a template global, ``approval_words``): the
+    case page's approval notice and the approval pages read them without their view passing them."""
+
+    states = APPROVAL_STATES
+    methods = VERIFICATION_METHODS
+    strengths = VERIFICATION_STRENGTHS
+    registry_results = REGISTRY_RESULTS
+    actor_kinds = ACTOR_KIND_LABELS
+    operations = OPERATION_LABELS
+    reasons = REASON_LABELS
+
+    @staticmethod
+    def change(action: str) -> str:
+        return change_label(action)
+
+    @staticmethod
+    def question(code: str):
+        return security_question(code)
+
+
+APPROVAL_WORDS = _ApprovalWords()

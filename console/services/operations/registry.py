@@ -51,6 +51,9 @@ class Operation:
     receipt_label: tuple[str, str]  # (Chinese, English): receipts carry both, whatever the UI language
     counts_as_reset: bool  # counted by the dashboard's "unusually many unlocks or resets" lists
     request_permission: str | None = None  # lets the actor file it for a supervisor's approval instead
+    # The reason the case page chooses for it (one of ``codes.REASON_CODES``), where one reason is
+    # what brings a customer for it; None: staff choose, nothing is chosen for them.
+    default_reason: str | None = None
 
     @property
     def action(self) -> str:

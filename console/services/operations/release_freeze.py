@@ -30,4 +30,5 @@ RELEASE_FREEZE = register(Operation(
     help=N_("Needs a supervisor's approval."),
     receipt_label=("解除风险冻结", "Risk freeze released"),
     counts_as_reset=False,
+    default_reason="risk_reviewed",
 ))

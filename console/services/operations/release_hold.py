@@ -24,4 +24,5 @@ RELEASE_HOLD = register(Operation(
     help=N_("Needs a supervisor's approval."),
     receipt_label=("解除保护性止付", "Protective hold released"),
     counts_as_reset=False,
+    default_reason="customer_request",
 ))

@@ -28,4 +28,5 @@ RESET_PASSWORD = register(Operation(
     help=N_("A random temporary password goes by SMS to the registered mobile. Nobody at the bank sees it; the customer must change it at first sign-in."),
     receipt_label=("重置登录密码", "Password reset"),
     counts_as_reset=True,
+    default_reason="forgot_password",
 ))

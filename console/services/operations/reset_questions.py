@@ -26,4 +26,5 @@ RESET_QUESTIONS = register(Operation(
     help=N_("Clears the security questions; the customer sets new ones in the wallet app."),
     receipt_label=("重置密保问题", "Security questions reset"),
     counts_as_reset=True,
+    default_reason="forgot_security_answers",
 ))

@@ -41,4 +41,5 @@ UNLOCK = register(Operation(
     help=N_("Ends the failure lock at once; the customer can sign in with the current password."),
     receipt_label=("解锁钱包", "Wallet unlocked"),
     counts_as_reset=True,
+    default_reason="locked_after_wrong_passwords",
 ))
