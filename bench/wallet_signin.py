@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/wallet_signin.py                      # SQLite file database
     .venv/bin/python bench/wallet_signin.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/wallet_signin.py --processes 2 --postgres postgresql+psycopg://...   # as deployed
+
+With ``--processes N`` the API runs as deployed (gunicorn, N gthread workers, production settings,
+Redis for the rate-limit counters) and raw argon2id runs in N processes; the client keeps 2×N
+requests in flight so the workers never wait for it. ``--wallets K`` spreads the sign-ins over K
+wallets (1: every request on the same wallet, the worst case for the lockout engine's ordering).
 
 Both figures are measured in the same run with the same number of threads. The API runs in a
 threaded WSGI server on 127.0.0.1 and is called over HTTP with keep-alive; the lockout
@@ -49,15 +55,38 @@ def raw_argon2(threads: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def api_rate(port: int, key: str, wallet_no: str, password: str, threads: int, seconds: float) -> tuple[float, dict]:
+def _verify_for(seconds: float) -> int:
+    from console.passwords import hasher
+
+    stored = hasher.hash(PASSWORD)
+    stop, count = time.perf_counter() + seconds, 0
+    while time.perf_counter() < stop:
+        hasher.verify(stored, PASSWORD)
+        count += 1
+    return count
+
+
+def raw_argon2_processes(processes: int, seconds: float) -> float:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_verify_for, [0.2] * processes)  # start-up and the first hash out of the way
+        start = time.perf_counter()
+        counts = pool.map(_verify_for, [seconds] * processes)
+        return sum(counts) / (time.perf_counter() - start)
+
+
+def api_rate(port: int, key: str, wallet_nos: list[str], password: str, threads: int,
+             seconds: float) -> tuple[float, dict]:
     stop = time.perf_counter() + seconds
     counts, results = [0] * threads, {}
     lock = threading.Lock()
-    body = json.dumps({"wallet_no": wallet_no, "password": password, "client_ip": "198.51.100.9"})
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def work(i):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = json.dumps({"wallet_no": wallet_nos[i % len(wallet_nos)], "password": password,
+                           "client_ip": "198.51.100.9"})
         while time.perf_counter() < stop:
             conn.request("POST", "/api/wallet/v1/sign-in", body=body, headers=headers)
             response = conn.getresponse()
@@ -78,6 +107,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--postgres", help="admin URL; a scratch database is created and dropped")
+    parser.add_argument("--processes", type=int, help="run the API under gunicorn with this many workers")
+    parser.add_argument("--wallets", type=int, default=1, help="spread the sign-ins over this many wallets")
     args = parser.parse_args()
 
     scratch = None
@@ -105,20 +136,27 @@ def main() -> int:
             from datetime import date
 
             upgrade()
-            customer = customers.create_customer(db.session, Actor.operator(), name="基准", id_type="resident_id",
-                                                 id_number=demo_resident_id(date(1980, 1, 1), 7),
-                                                 mobile="13800000000")
-            wallet_no = customers.open_wallet(db.session, Actor.operator(), customer, password=PASSWORD).wallet_no
+            wallet_nos = []
+            for n in range(args.wallets):
+                customer = customers.create_customer(db.session, Actor.operator(), name="基准",
+                                                     id_type="resident_id",
+                                                     id_number=demo_resident_id(date(1980, 1, 1), 7 + n),
+                                                     mobile=f"138{n:08d}")
+                wallet_nos.append(customers.open_wallet(db.session, Actor.operator(), customer,
+                                                        password=PASSWORD).wallet_no)
             db.session.commit()
             db.session.remove()
+        key = app.config["WALLET_SERVICE_KEY"]
+        if args.processes:
+            return _as_deployed(args, url, wallet_nos)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        key = app.config["WALLET_SERVICE_KEY"]
         print(f"database: {make_url(url).get_backend_name()}, threads: {args.threads}, "
-              f"{args.seconds:.0f} s per phase, cores: {os.cpu_count()}")
+              f"{args.seconds:.0f} s per phase, cores: {os.cpu_count()}, wallets: {args.wallets}")
         raw = raw_argon2(args.threads, args.seconds)
-        right, right_results = api_rate(server.server_port, key, wallet_no, PASSWORD, args.threads, args.seconds)
-        wrong, wrong_results = api_rate(server.server_port, key, wallet_no, "wrong-password", args.threads, args.seconds)
+        right, right_results = api_rate(server.server_port, key, wallet_nos, PASSWORD, args.threads, args.seconds)
+        wrong, wrong_results = api_rate(server.server_port, key, wallet_nos, "wrong-password", args.threads,
+                                        args.seconds)
         server.shutdown()
         print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline")
         print(f"{'wallet API sign-in, right password':<34}{right:>9.1f} /s   {right / raw:>5.2f} x baseline   {right_results}")
@@ -130,6 +168,34 @@ def main() -> int:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
             admin.dispose()
+    return 0
+
+
+def _as_deployed(args, url: str, wallet_nos: list[str]) -> int:
+    """gunicorn with ``args.processes`` workers and production settings, against raw argon2id in as
+    many processes, measured in the same run."""
+    from tests.nodes import Node, node_env
+
+    env = node_env(url, "redis://127.0.0.1:6379/15", CONSOLE_WORKERS=str(args.processes),
+                   CONSOLE_WALLET_LOCKOUT_THRESHOLD=str(10**9), CONSOLE_RISK_FREEZE_MIN_FAILURES=str(10**9),
+                   CONSOLE_LOG_LEVEL="WARNING")
+    node = Node(env)
+    try:
+        node.wait_ready()
+        key = env["CONSOLE_WALLET_SERVICE_KEY"]
+        clients = 2 * args.processes
+        print(f"database: {make_url(url).get_backend_name()}, gunicorn workers: {args.processes}, "
+              f"client connections: {clients}, {args.seconds:.0f} s per phase, cores: {os.cpu_count()}, "
+              f"wallets: {args.wallets}")
+        api_rate(node.port, key, wallet_nos, PASSWORD, clients, 1.0)  # warm the workers up
+        raw = raw_argon2_processes(args.processes, args.seconds)
+        right, right_results = api_rate(node.port, key, wallet_nos, PASSWORD, clients, args.seconds)
+        wrong, wrong_results = api_rate(node.port, key, wallet_nos, "wrong-password", clients, args.seconds)
+    finally:
+        node.stop()
+    print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline ({args.processes} processes)")
+    print(f"{'wallet API sign-in, right password':<34}{right:>9.1f} /s   {right / raw:>5.2f} x baseline   {right_results}")
+    print(f"{'wallet API sign-in, wrong password':<34}{wrong:>9.1f} /s   {wrong / raw:>5.2f} x baseline   {wrong_results}")
     return 0
 
 

@@ -39,8 +39,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, case, func, insert, select, update
+from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import faults, policy, timeutil
 from ..models.customer import LoginAttempt, RiskAlert, Wallet, WalletLock
@@ -52,7 +53,38 @@ from .errors import NotFound
 
 FAILURE_RESULTS = ("invalid_credentials", "locked")
 SUCCESS_RESULTS = ("ok", "must_change_password", "password_expired")
-POLL_SECONDS = (0.01, 0.1)  # first and longest pause between looks while waiting
+POLL_SECONDS = (0.003, 0.1)  # first and longest pause between looks while waiting
+
+
+# The statements of every sign-in, built once with bind parameters: building a statement costs
+# more Python time than running it (tests/faults count them; bench/wallet_signin.py measures).
+_T = LoginAttempt.__table__
+_CLAIM = (
+    update(Wallet)
+    .where(Wallet.id == bindparam("wallet_id"),
+           Wallet.failed_count + (Wallet.attempt_seq - Wallet.settled_seq) < bindparam("limit"),
+           Wallet.lock_kind.is_(None), Wallet.frozen_at.is_(None), Wallet.status == "active")
+    .values(attempt_seq=Wallet.attempt_seq + 1)
+    .returning(Wallet.attempt_seq, Wallet.password_hash, Wallet.temp_password_hash,
+               Wallet.temp_password_expires_at, Wallet.must_change_password, Wallet.password_expires_at)
+    .execution_options(synchronize_session=False))
+_INSERT_ATTEMPT = insert(_T).returning(_T.c.id)
+_SETTLE_STATE = (Wallet.failed_count, Wallet.lock_kind, Wallet.frozen_at, Wallet.lock_until, Wallet.settled_seq)
+_SETTLE_FAILURE = (
+    update(Wallet).where(Wallet.id == bindparam("wallet_id"), Wallet.settled_seq == bindparam("previous"))
+    .values(settled_seq=bindparam("seq"), failed_count=Wallet.failed_count + 1)
+    .returning(*_SETTLE_STATE).execution_options(synchronize_session=False))
+_SETTLE_SUCCESS = (
+    update(Wallet).where(Wallet.id == bindparam("wallet_id"), Wallet.settled_seq == bindparam("previous"))
+    .values(settled_seq=bindparam("seq"),
+            failed_count=case(((Wallet.lock_kind.is_not(None)) | (Wallet.frozen_at.is_not(None)),
+                               Wallet.failed_count), else_=0))
+    .returning(*_SETTLE_STATE).execution_options(synchronize_session=False))
+_SETTLE_ATTEMPT = (update(_T).where(_T.c.id == bindparam("attempt_id"))
+                   .values(result=bindparam("outcome"), password_checked=True, settled_at=bindparam("now")))
+_RISK_COUNT = (select(func.count(_T.c.id), func.count(func.distinct(_T.c.source_ip)))
+               .where(_T.c.wallet_id == bindparam("wallet_id"), _T.c.at > bindparam("since"),
+                      _T.c.result.in_(FAILURE_RESULTS)))
 
 
 def _pauses():
@@ -168,28 +200,29 @@ def evaluate_risk(session: Session, wallet: Wallet) -> bool:
     if wallet.frozen_at:
         return False
     since = utcnow() - timedelta(minutes=rules.window_minutes)
-    failures, sources = session.execute(
-        select(func.count(LoginAttempt.id), func.count(func.distinct(LoginAttempt.source_ip)))
-        .where(LoginAttempt.wallet_id == wallet.id, LoginAttempt.at > since,
-               LoginAttempt.result.in_(FAILURE_RESULTS))
-    ).one()
+    failures, sources = session.execute(_RISK_COUNT, {"wallet_id": wallet.id, "since": since}).one()
     if failures < rules.min_failures or sources < rules.min_sources:
         return False
+    return freeze(session, wallet, "failure_burst",
+                  {"failures": failures, "sources": sources, "window_minutes": rules.window_minutes})
+
+
+def freeze(session: Session, wallet: Wallet, rule: str, details: dict) -> bool:
+    """The risk monitor freezes the wallet under ``rule`` (once: False if it is frozen already),
+    raises an alert, records it and tells the customer. Not committed."""
     now = utcnow()
     changed = session.execute(
         update(Wallet).where(Wallet.id == wallet.id, Wallet.frozen_at.is_(None))
-        .values(frozen_at=now, frozen_reason="failure_burst")
+        .values(frozen_at=now, frozen_reason=rule)
         .execution_options(synchronize_session=False)
     ).rowcount
     session.refresh(wallet)
     if changed != 1:
         return False
-    details = {"failures": failures, "sources": sources, "window_minutes": rules.window_minutes}
-    alert = RiskAlert(wallet_id=wallet.id, rule="failure_burst", raised_at=now, details=json.dumps(details),
-                      status="open")
+    alert = RiskAlert(wallet_id=wallet.id, rule=rule, raised_at=now, details=json.dumps(details), status="open")
     session.add(alert)
     session.flush()
-    audit.record(session, Actor.system("risk"), "wallet.frozen", reason_code="failure_burst",
+    audit.record(session, Actor.system("risk"), "wallet.frozen", reason_code=rule,
                  customer_ref=wallet.customer.customer_no,
                  before={"wallet_no": wallet.wallet_no, "frozen": False},
                  after={"wallet_no": wallet.wallet_no, "frozen": True},
@@ -198,13 +231,14 @@ def evaluate_risk(session: Session, wallet: Wallet) -> bool:
     return True
 
 
-def _attempt_row(session, wallet, result, *, at, source_ip, device_id, purpose, **fields) -> LoginAttempt:
-    """Add (and flush) one ``login_attempt`` row, with the client's address and device cut to size."""
-    row = LoginAttempt(wallet_id=wallet.id, at=at, source_ip=(source_ip or "")[:64] or None,
-                       device_id=(device_id or "")[:64] or None, purpose=purpose, result=result, **fields)
-    session.add(row)
-    session.flush()
-    return row
+def _attempt_row(session, wallet, result, *, at, source_ip, device_id, purpose, **fields) -> int:
+    """Insert one ``login_attempt`` row (a Core INSERT: no unit of work), with the client's address
+    and device cut to size; its id."""
+    values = {"wallet_id": wallet.id, "at": at, "source_ip": (source_ip or "")[:64] or None,
+              "device_id": (device_id or "")[:64] or None, "purpose": purpose, "result": result,
+              "password_checked": False, "seq": None, "claim_owner": None, "claim_expires_at": None,
+              "settled_at": None, **fields}
+    return session.execute(_INSERT_ATTEMPT, values).scalar_one()
 
 
 def _log_attempt(session, wallet, result, *, source_ip, device_id, purpose, checked) -> None:
@@ -235,26 +269,19 @@ class Claim:
 
 
 def _claim(session: Session, wallet: Wallet, *, source_ip, device_id, purpose) -> Claim | None:
-    """Take the wallet's next place in the order, if a slot is free. Not committed here."""
+    """Take the wallet's next place in the order, if a slot is free. Not committed.
+
+    The UPDATE returns what the check needs, so the wallet is not read again."""
     limit = policy.current().wallet_lockout.threshold
-    row = session.execute(
-        update(Wallet)
-        .where(Wallet.id == wallet.id,
-               Wallet.failed_count + (Wallet.attempt_seq - Wallet.settled_seq) < limit,
-               Wallet.lock_kind.is_(None), Wallet.frozen_at.is_(None), Wallet.status == "active")
-        .values(attempt_seq=Wallet.attempt_seq + 1)
-        .returning(Wallet.attempt_seq)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.execute(_CLAIM, {"wallet_id": wallet.id, "limit": limit}).first()
     if row is None:
         return None
+    seq, password_hash, temp_hash, temp_expires, must_change, expires = row
+    set_committed_value(wallet, "attempt_seq", seq)
     now = utcnow()
-    attempt = _attempt_row(session, wallet, "pending", at=now, source_ip=source_ip, device_id=device_id,
-                           purpose=purpose, password_checked=False, seq=row[0], claim_owner=claim_owner(),
-                           claim_expires_at=now + _ttl())
-    session.refresh(wallet)
-    return Claim(attempt.id, row[0], wallet.id, wallet.password_hash, wallet.temp_password_hash,
-                 wallet.temp_password_expires_at, bool(wallet.must_change_password), wallet.password_expires_at)
+    attempt_id = _attempt_row(session, wallet, "pending", at=now, source_ip=source_ip, device_id=device_id,
+                              purpose=purpose, seq=seq, claim_owner=claim_owner(), claim_expires_at=now + _ttl())
+    return Claim(attempt_id, seq, wallet.id, password_hash, temp_hash, temp_expires, bool(must_change), expires)
 
 
 def _ttl() -> timedelta:
@@ -359,25 +386,22 @@ def _renew(session: Session, claim: Claim) -> None:
                     .values(claim_expires_at=utcnow() + _ttl()).execution_options(synchronize_session=False))
 
 
-def _settle(session: Session, claim: Claim, ok: bool, result_if_ok: str) -> str:
+def _settle(session: Session, claim: Claim, ok: bool, result_if_ok: str, wallet: Wallet) -> str:
     """Apply a checked attempt at its place in the order. Not committed.
 
     Returns the attempt's result, ``"wait"`` while an earlier claim is unsettled, or
-    ``"abandoned"`` if this claim was given up as expired before it could settle.
+    ``"abandoned"`` if this claim was given up as expired before it could settle. The wallet's
+    lock state as the UPDATE left it is set on ``wallet`` (no second read).
     """
-    blocked = (Wallet.lock_kind.is_not(None)) | (Wallet.frozen_at.is_not(None))
-    row = session.execute(
-        update(Wallet).where(Wallet.id == claim.wallet_id, Wallet.settled_seq == claim.seq - 1)
-        .values(settled_seq=claim.seq,
-                failed_count=Wallet.failed_count + 1 if not ok
-                else case((blocked, Wallet.failed_count), else_=0))
-        .returning(Wallet.failed_count, Wallet.lock_kind, Wallet.frozen_at)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.execute(_SETTLE_SUCCESS if ok else _SETTLE_FAILURE,
+                          {"wallet_id": claim.wallet_id, "previous": claim.seq - 1, "seq": claim.seq}).first()
     if row is None:
         settled_seq = session.scalar(select(Wallet.settled_seq).where(Wallet.id == claim.wallet_id))
         return "abandoned" if settled_seq >= claim.seq else "wait"
-    failed_count, lock_kind, frozen_at = row
+    failed_count, lock_kind, frozen_at, lock_until, settled_seq = row
+    for name, value in (("failed_count", failed_count), ("lock_kind", lock_kind), ("frozen_at", frozen_at),
+                        ("lock_until", lock_until), ("settled_seq", settled_seq)):
+        set_committed_value(wallet, name, value)
     if not ok:
         result = "invalid_credentials"
     elif frozen_at is not None:
@@ -386,9 +410,7 @@ def _settle(session: Session, claim: Claim, ok: bool, result_if_ok: str) -> str:
         result = "locked"
     else:
         result = result_if_ok
-    session.execute(update(LoginAttempt).where(LoginAttempt.id == claim.attempt_id)
-                    .values(result=result, password_checked=True, settled_at=utcnow())
-                    .execution_options(synchronize_session=False))
+    session.execute(_SETTLE_ATTEMPT, {"attempt_id": claim.attempt_id, "outcome": result, "now": utcnow()})
     return result
 
 
@@ -450,6 +472,20 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
     turn to settle, and after the outcome. ``finalize(outcome)``, if given, runs inside the
     transaction of the final commit (so a caller can store its answer atomically with it).
     """
+    # The engine decides with conditional UPDATEs and keeps the wallet object in step with what they
+    # return (set_committed_value) or refreshes it where it must: its own commits need not expire
+    # it, which would cost a read of the whole row after each.
+    real = session.registry() if isinstance(session, scoped_session) else session
+    expire_on_commit, real.expire_on_commit = real.expire_on_commit, False
+    try:
+        return _authenticate(session, wallet_no, password, commit=commit, source_ip=source_ip,
+                             device_id=device_id, purpose=purpose, finalize=finalize)
+    finally:
+        real.expire_on_commit = expire_on_commit
+
+
+def _authenticate(session: Session, wallet_no: str, password: str, *, commit, source_ip, device_id, purpose,
+                  finalize) -> SignInOutcome:
     rules = policy.current().wallet_lockout
     wallet = find_wallet(session, wallet_no)
     admitted = _admit(session, wallet, commit=commit, source_ip=source_ip, device_id=device_id,
@@ -474,7 +510,7 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
     give_up = time.monotonic() + 3 * rules.claim_ttl_seconds + rules.claim_wait_seconds
     pauses = _pauses()
     while True:
-        result = _settle(session, claim, ok, result_if_ok)
+        result = _settle(session, claim, ok, result_if_ok, wallet)
         if result != "wait":
             break
         # An earlier claim is still being checked (or its owner died): keep ours alive, reclaim theirs.
@@ -494,9 +530,8 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
         _finish(finalize, outcome, commit)
         return outcome
 
-    session.refresh(wallet)
     limit = rules.threshold
-    failures = wallet.failed_count
+    failures = wallet.failed_count  # as the settling UPDATE returned it
     if result == "invalid_credentials":
         if failures >= limit:
             _lock(session, wallet, failures)
