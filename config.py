@@ -63,6 +63,9 @@ class BaseConfig:
     RISK_FREEZE_MIN_FAILURES = 20
     RISK_FREEZE_MIN_SOURCES = 5
     RISK_FREEZE_WINDOW_MINUTES = 10
+    # ... and self-service recoveries of one wallet from this many addresses or devices within the window.
+    RISK_RECOVERY_SOURCES = 3
+    RISK_RECOVERY_WINDOW_MINUTES = 60
 
     # Customer passwords (NIST SP 800-63B).
     WALLET_PASSWORD_MIN_LENGTH = 8
@@ -87,17 +90,32 @@ class BaseConfig:
     VERIFICATION_FAILURES_TO_FLAG = 3
     VERIFICATION_FLAG_HOURS = 24
     APPROVAL_EXPIRY_MINUTES = 30
+    # Self-service recovery in the wallet app (DESIGN.md section 3): a recovery must be finished
+    # within its lifetime; its SMS code lasts PHONE_CODE_VALID_MINUTES with PHONE_CODE_TRIES tries,
+    # and the token that lets the customer set the new password is single use and short-lived.
+    RECOVERY_LIFETIME_MINUTES = 15
+    RECOVERY_TOKEN_MINUTES = 5
+    # Every recovery start is answered no sooner than this after it arrived, whatever matched: what
+    # a start that matched does more (queueing its SMS) is hidden below it (bench/recovery_enumeration.py).
+    RECOVERY_START_MIN_MS = 80
+    RECOVERY_HISTORY_DAYS = 30  # what the console shows of a customer's self-service attempts
     # Reason codes staff choose from for every operation.
     REASON_CODES = ("forgot_password", "locked_after_wrong_passwords", "forgot_security_answers",
                     "new_phone", "lost_phone", "suspected_fraud", "customer_request", "risk_reviewed")
-    # Where customers reach the receipt check page (the QR code's address).
-    PUBLIC_BASE_URL = "http://127.0.0.1:5000"
+    # Where customers reach the receipt check page: the address printed in every receipt's QR
+    # code. Production requires it (an https:// address customers can reach, checked at start-up);
+    # development prints the address it runs at (LOCAL_RUN_ADDRESS).
+    PUBLIC_BASE_URL: str | None = None
     PDF_FONT_PATH: str | None = None  # default: the first CJK TrueType font installed
     PDF_REPORT_ROWS_PER_VOLUME = 20000
     # Review dashboard: business hours (Beijing time) and what counts as unusual.
     BUSINESS_HOURS = (8, 20)
     DASHBOARD_HEAVY_RESETS = 20
     DASHBOARD_REPEATED_RESETS = 3
+    # Self-service: this many recoveries of one customer's wallet in the period; a recovery
+    # followed within this many days by a 2FA or security-question change.
+    DASHBOARD_REPEATED_RECOVERIES = 3
+    DASHBOARD_RECOVERY_FOLLOWUP_DAYS = 7
 
     # Citizen-ID registry (联网核查): "local" (a table seeded with demo data) or "http".
     REGISTRY_ADAPTER = "local"
@@ -127,6 +145,9 @@ class BaseConfig:
     LIMIT_OTP_SEND = "5 per 10 minutes"
     LIMIT_OTP_PER_CUSTOMER = "5 per 10 minutes"  # SMS codes to one customer, all staff and channels
     LIMIT_SEARCH = "60 per minute"
+    LIMIT_RECOVERY_ADDRESS = "10 per hour"  # recovery starts from one customer address
+    LIMIT_RECOVERY_WALLET = "5 per hour"  # recovery starts naming one wallet number or mobile
+    LIMIT_RECOVERY_STEP = "30 per 10 minutes"  # code, second-factor and password steps from one address
     # Requests come through this many trusted reverse proxies (0: use the socket address).
     TRUSTED_PROXY_HOPS = 0
     LOG_JSON = True
@@ -242,9 +263,15 @@ def _development_secrets() -> dict:
     return values
 
 
+# Where `make run` (and a plain `flask run`) serves the development console.
+LOCAL_RUN_ADDRESS = (f"http://{os.environ.get('FLASK_RUN_HOST', '127.0.0.1')}"
+                     f":{os.environ.get('FLASK_RUN_PORT', '5000')}")
+
+
 class DevelopmentConfig(BaseConfig):
     ENV_NAME = "development"
     DATABASE_URL = f"sqlite:///{INSTANCE_DIR / 'console.db'}"
+    PUBLIC_BASE_URL = LOCAL_RUN_ADDRESS
 
     @classmethod
     def load(cls) -> dict:
@@ -264,6 +291,7 @@ class TestingConfig(BaseConfig):
     AUDIT_SIGNING_KEY = base64.urlsafe_b64encode(b"s" * 32).decode()
     WALLET_SERVICE_KEY = base64.urlsafe_b64encode(b"w" * 32).decode()
     DATABASE_URL = "sqlite://"
+    PUBLIC_BASE_URL = "https://wallet.bank.test"
     RATELIMIT_ENABLED = False  # tests that exercise limits switch them on
     WTF_CSRF_ENABLED = True
 
@@ -278,13 +306,15 @@ class ProductionConfig(BaseConfig):
     @classmethod
     def load(cls) -> dict:
         values = super().load()
-        missing = [f"CONSOLE_{k}" for k in ("DATABASE_URL",) + REQUIRED_SECRETS if not values.get(k)]
+        missing = [f"CONSOLE_{k}" for k in ("DATABASE_URL",) + REQUIRED_SECRETS + ("PUBLIC_BASE_URL",)
+                   if not values.get(k)]
         if missing:
             raise ConfigError(
                 "Production configuration is incomplete; set " + ", ".join(missing)
                 + " in the environment (or each as a file named by <NAME>_FILE). Refusing to start."
             )
         _check_secret_key(values["SECRET_KEY"])
+        _check_public_base_url(values["PUBLIC_BASE_URL"])
         return values
 
 
@@ -326,3 +356,20 @@ def _check_secret_key(value: str) -> None:
             f"CONSOLE_SECRET_KEY must be at least {SECRET_KEY_MIN_LENGTH} random bytes; the value given is "
             "too short or not random enough. Generate one with "
             "python -c \"import secrets;print(secrets.token_urlsafe(48))\".")
+
+
+def _check_public_base_url(value: str) -> None:
+    """Customers scan it from a printed receipt: it must be the bank's public https address, never
+    this machine's."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        parts, host = urlsplit(""), ""
+    if (parts.scheme != "https" or not host or parts.query or parts.fragment
+            or host in ("localhost", "0.0.0.0", "::1") or host.startswith("127.")):
+        raise ConfigError(
+            "CONSOLE_PUBLIC_BASE_URL must be the https:// address where customers reach this console "
+            f"(the receipt QR code's address), e.g. https://console.bank.example; got {value!r}.")

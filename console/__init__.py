@@ -52,17 +52,19 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     security.init_app(app)
     inputs.init_app(app)  # converters before the blueprints; its hook before the rate limiter's
 
-    from .web import auditing, auth, desk, errors, home, receipt_check
+    from .web import alerts, auditing, auth, desk, errors, home, receipt_check
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(home.bp)
     app.register_blueprint(auditing.bp)
     app.register_blueprint(desk.bp)
     app.register_blueprint(receipt_check.bp)
+    app.register_blueprint(alerts.bp)
 
-    from .web import ops
+    from .web import ops, self_service
 
     app.register_blueprint(ops.bp)
+    self_service.init_app(app)
 
     from .api import staff as staff_api
     from .api import wallet as wallet_api

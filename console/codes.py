@@ -33,17 +33,19 @@ OUTCOMES: tuple[str, ...] = (SUCCESS, DENIED, FAILED)
 # Where an audited action came from (``audit_event.channel``). A case is served at the counter or by
 # phone (SERVICE_CHANNELS); staff pages are "console"; the wallet's own back end is "wallet"; the
 # lockout engine's own events are "system", the risk monitor's "risk"; the command line is "cli";
-# the staff JSON API is "api".
-COUNTER, PHONE = "counter", "phone"
+# the staff JSON API is "api"; the customer's own recovery in the wallet app is "self_service".
+COUNTER, PHONE, SELF_SERVICE = "counter", "phone", "self_service"
 SERVICE_CHANNELS: tuple[str, ...] = (COUNTER, PHONE)
-CHANNELS: tuple[str, ...] = ("console", COUNTER, PHONE, "wallet", "system", "risk", "cli", "api")
+CHANNELS: tuple[str, ...] = ("console", COUNTER, PHONE, "wallet", "system", "risk", "cli", "api", SELF_SERVICE)
 
 # Which entry point a staff actor came through (``Actor.interface``; recorded in an event's details
 # when it is not the console).
 INTERFACES: tuple[str, ...] = ("console", "api", "cli")
 
 # Who acts (``Actor.kind``, ``audit_event.actor_type``).
-ACTOR_KINDS: tuple[str, ...] = ("staff", "operator", "system", "anonymous", "service")
+# "customer": the customer acting for themselves (self-service recovery), known by the wallet only
+# once they have proven it.
+ACTOR_KINDS: tuple[str, ...] = ("staff", "operator", "system", "anonymous", "service", "customer")
 
 # How strongly a verification proved who the customer is: an ID document at the counter is
 # strong; an SMS code plus security answers by phone is medium.
@@ -60,6 +62,19 @@ CUSTOMER_FAILURES: tuple[str, ...] = (
     "document_mismatch", "registry_mismatch", "registry_not_found", "registry_revoked",
     "code_expired", "code_wrong_no_tries_left", "security_answers_wrong",
 )
+
+# Self-service recovery (the wallet app's 忘记密码, ``services/recovery.py``). Its steps, the states a
+# recovery passes through, why a recovery failed (the first three count against the customer with
+# the failed verifications above) and why it sent the customer to the counter or the hotline.
+RECOVERY_STATES: tuple[str, ...] = ("code_sent", "code_verified", "verified", "completed", "failed",
+                                    "sent_to_counter", "expired")
+RECOVERY_FAILURES: tuple[str, ...] = ("code_expired", "code_wrong_no_tries_left", "security_answers_wrong",
+                                      "authenticator_code_wrong")
+RECOVERY_COUNTER_REASONS: tuple[str, ...] = (
+    "locked_until_staff_unlock", "risk_freeze", "protective_hold", "counter_only", "no_second_factor",
+    "several_wallets",
+)
+RECOVERY_FACTORS: tuple[str, ...] = ("security_answers", "authenticator_code")
 
 # The staff member's own slips, found before an attempt counts: never a failed verification, never
 # counted against the customer, never on the receipt. Each is refused as invalid input and audited
@@ -95,15 +110,19 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "staff.create", "staff.update", "staff.unlock", "staff.password_reset", "staff.totp_reset",
     "branch.create", "branch.update",
     # Customers and the service desk.
-    "customer.create", "customer.search", "customer.view", "customer.reveal",
+    "customer.create", "customer.search", "customer.view", "customer.reveal", "customer.flagged_counter_only",
     "case.open", "case.view", "case.note", "case.close",
     "verification.counter", "verification.phone", "verification.code_sent", "verification.adopt",
     "approval.request", "approval.list", "approval.view", "approval.decide", "approval.approve",
     "approval.reject", "approval.execute", "approval.expire",
+    "alert.view", "alert.acknowledge",
     "receipt.issue", "receipt.view", "receipt.print", "receipt.reprint",
     # Wallets: opening, the customer's own changes, the lockout engine and the risk monitor.
     "wallet.open", "wallet.password_change", "wallet.password_reset", "wallet.security_questions_set",
     "wallet.locked", "wallet.lock_lapsed", "wallet.attempt_abandoned", "wallet.frozen",
+    # Self-service recovery in the wallet app (console/services/recovery.py), step by step.
+    "recovery.start", "recovery.code", "recovery.code_withheld", "recovery.factor", "recovery.complete",
+    "recovery.sent_to_counter", "recovery.expired",
     # The audit trail itself.
     "audit.search", "audit.view", "audit.export", "audit.verify", "audit.checkpoint",
 )

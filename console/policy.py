@@ -29,8 +29,8 @@ EXTENSION = "console.policy"
 class Bank:
     name: str
     name_zh: str  # on receipts and in SMS texts
-    hotline: str
-    public_base_url: str  # where customers reach the receipt check page (the QR code's address)
+    hotline: str  # the customer service hotline printed on receipts and in SMS texts
+    public_base_url: str  # where customers reach the receipt check page (the QR code's address), no trailing /
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class RiskFreeze:
     min_failures: int
     min_sources: int
     window_minutes: int
+    recovery_sources: int  # self-service recoveries of one wallet from this many addresses or devices ...
+    recovery_window_minutes: int  # ... within this many minutes freeze it
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,20 @@ class Verification:
     failures_to_flag: int  # failed verifications within flag_hours: phone help refused
     flag_hours: int
     codes_per_customer: str  # SMS codes to one customer's mobile, e.g. "5 per 10 minutes"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Self-service recovery (DESIGN.md section 3); its code lasts and may be tried as a phone
+    verification's (``Verification.code_valid_minutes``, ``code_tries``)."""
+
+    lifetime_minutes: int  # start to new password
+    token_minutes: int  # the single-use token that sets the new password
+    history_days: int  # what the console shows
+    start_min_ms: int  # a start is answered no sooner than this, matched or not
+    limit_per_address: str
+    limit_per_wallet: str
+    limit_per_step: str
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,8 @@ class Review:
     business_hours: tuple[int, int]  # local hours [start, end)
     heavy_resets: int  # unlocks or resets by one staff member that count as unusually many
     repeated_resets: int  # resets of one customer that count as repeated
+    repeated_recoveries: int  # self-service recoveries of one customer that count as many
+    recovery_followup_days: int  # a 2FA or question change this soon after a recovery is an exception
     pdf_rows_per_volume: int
     pdf_font_path: str | None  # None: the first CJK TrueType font installed
 
@@ -130,6 +148,7 @@ class Policy:
     wallet_passwords: WalletPasswords
     wallet_tiers: Mapping[int, Mapping[str, int | None]]  # tier -> limits in yuan (None: no limit)
     verification: Verification
+    recovery: Recovery
     approvals: Approvals
     reason_codes: tuple[str, ...]  # the reasons staff may choose (a subset of codes.REASON_CODES)
     sms: Sms
@@ -219,11 +238,20 @@ class _Reader:
         return value
 
     def url(self, key: str) -> str:
+        """An http(s) address with a host and no query or fragment, without its trailing slash."""
+        from urllib.parse import urlsplit
+
         value = self.config.get(key)
-        if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-            self._bad(key, "an http:// or https:// address")
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+            host = parts.hostname if parts else None
+        except ValueError:  # e.g. an unclosed [IPv6 literal
+            parts = host = None
+        if (parts is None or not host or parts.scheme not in ("http", "https") or parts.query
+                or parts.fragment):
+            self._bad(key, "an http:// or https:// address such as https://console.bank.example")
             return ""
-        return value
+        return value.rstrip("/")
 
     def reason_codes(self, key: str) -> tuple[str, ...]:
         value = self.config.get(key)
@@ -267,7 +295,9 @@ def build(config: Mapping) -> Policy:
         risk=RiskFreeze(
             min_failures=r.whole("RISK_FREEZE_MIN_FAILURES"),
             min_sources=r.whole("RISK_FREEZE_MIN_SOURCES"),
-            window_minutes=r.whole("RISK_FREEZE_WINDOW_MINUTES")),
+            window_minutes=r.whole("RISK_FREEZE_WINDOW_MINUTES"),
+            recovery_sources=r.whole("RISK_RECOVERY_SOURCES", minimum=2),
+            recovery_window_minutes=r.whole("RISK_RECOVERY_WINDOW_MINUTES")),
         wallet_passwords=WalletPasswords(
             min_length=r.whole("WALLET_PASSWORD_MIN_LENGTH"),
             history=r.whole("WALLET_PASSWORD_HISTORY"),
@@ -284,6 +314,14 @@ def build(config: Mapping) -> Policy:
             failures_to_flag=r.whole("VERIFICATION_FAILURES_TO_FLAG"),
             flag_hours=r.whole("VERIFICATION_FLAG_HOURS"),
             codes_per_customer=r.limit("LIMIT_OTP_PER_CUSTOMER")),
+        recovery=Recovery(
+            lifetime_minutes=r.whole("RECOVERY_LIFETIME_MINUTES"),
+            token_minutes=r.whole("RECOVERY_TOKEN_MINUTES"),
+            history_days=r.whole("RECOVERY_HISTORY_DAYS"),
+            start_min_ms=r.whole("RECOVERY_START_MIN_MS", minimum=0),
+            limit_per_address=r.limit("LIMIT_RECOVERY_ADDRESS"),
+            limit_per_wallet=r.limit("LIMIT_RECOVERY_WALLET"),
+            limit_per_step=r.limit("LIMIT_RECOVERY_STEP")),
         approvals=Approvals(expiry_minutes=r.whole("APPROVAL_EXPIRY_MINUTES")),
         reason_codes=r.reason_codes("REASON_CODES"),
         sms=Sms(max_attempts=r.whole("SMS_MAX_ATTEMPTS"), retry_base_seconds=r.whole("SMS_RETRY_BASE_SECONDS")),
@@ -296,6 +334,8 @@ def build(config: Mapping) -> Policy:
             business_hours=r.hours_of_day("BUSINESS_HOURS"),
             heavy_resets=r.whole("DASHBOARD_HEAVY_RESETS"),
             repeated_resets=r.whole("DASHBOARD_REPEATED_RESETS"),
+            repeated_recoveries=r.whole("DASHBOARD_REPEATED_RECOVERIES"),
+            recovery_followup_days=r.whole("DASHBOARD_RECOVERY_FOLLOWUP_DAYS"),
             pdf_rows_per_volume=r.whole("PDF_REPORT_ROWS_PER_VOLUME"),
             pdf_font_path=r.text("PDF_FONT_PATH", optional=True)),
     )

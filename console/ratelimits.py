@@ -160,11 +160,32 @@ SHARED_LIMITS = {
 }
 PERSON_KEYS = {"staff_signin": signing_in_key, "otp_send": staff_key, "search": staff_key}
 
-# endpoint -> (config key of the limit, key function, methods): limits of one endpoint alone.
+def recovery_subject_key() -> str:
+    """Recovery starts per wallet number or mobile named (normalised, hashed: the key is stored)."""
+    from .identity import normalise_mobile, normalise_wallet_no
+
+    data = request.get_json(silent=True) if request.is_json else None
+    data = data if isinstance(data, dict) else {}
+    wallet_no, mobile = data.get("wallet_no"), data.get("mobile")
+    if isinstance(wallet_no, str) and wallet_no:
+        subject = "w:" + normalise_wallet_no(wallet_no)
+    elif isinstance(mobile, str) and mobile:
+        subject = "m:" + normalise_mobile(mobile)
+    else:
+        return customer_address_key()
+    return "recovery:" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+
+
+# endpoint -> [(config key of the limit, key function, methods)]: limits of one endpoint alone.
+RECOVERY_STEPS = ("wallet_api.check_recovery_code", "wallet_api.check_recovery_factor",
+                  "wallet_api.complete_recovery")
 LIMITS = {
-    "wallet_api.sign_in": ("LIMIT_WALLET_SIGNIN", customer_address_key, ["POST"]),
-    "wallet_api.change_password": ("LIMIT_WALLET_SIGNIN", customer_address_key, ["POST"]),
-    "wallet_api.set_security_questions": ("LIMIT_WALLET_SIGNIN", customer_address_key, ["PUT"]),
+    "wallet_api.sign_in": [("LIMIT_WALLET_SIGNIN", customer_address_key, ["POST"])],
+    "wallet_api.change_password": [("LIMIT_WALLET_SIGNIN", customer_address_key, ["POST"])],
+    "wallet_api.set_security_questions": [("LIMIT_WALLET_SIGNIN", customer_address_key, ["PUT"])],
+    "wallet_api.start_recovery": [("LIMIT_RECOVERY_ADDRESS", customer_address_key, ["POST"]),
+                                  ("LIMIT_RECOVERY_WALLET", recovery_subject_key, ["POST"])],
+    **{endpoint: [("LIMIT_RECOVERY_STEP", customer_address_key, ["POST"])] for endpoint in RECOVERY_STEPS},
 }
 
 
@@ -177,10 +198,12 @@ def init_app(app) -> Limiter:
     # swallow_errors: with Redis and the database both down, requests go through unlimited.
     limiter = Limiter(get_remote_address, app=app, headers_enabled=True, key_prefix="bc",
                       swallow_errors=True, **storage)
-    for endpoint, (config_key, key_func, methods) in LIMITS.items():
+    for endpoint, limits in LIMITS.items():
         view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = limiter.limit(_config(config_key), key_func=key_func, methods=methods,
-                                                     scope=config_key.lower())(view)
+        for config_key, key_func, methods in limits:
+            view = limiter.limit(_config(config_key), key_func=key_func, methods=methods,
+                                 scope=config_key.lower())(view)
+        app.view_functions[endpoint] = view
     for group, (config_key, endpoints) in SHARED_LIMITS.items():
         for endpoint, methods in endpoints.items():
             view = app.view_functions[endpoint]

@@ -360,6 +360,25 @@ def test_every_success_answer_conforms(app):
     assert last["result"] == "locked"
     wallet("POST", "/change-password", {"wallet_no": fresh, "current_password": "Autumn-leaf-9753",
                                         "new_password": "Winter-snow-8642"}, expect=403)
+    # Self-service recovery of the locked wallet, every step and its refusals with a shape of their own.
+    rid = wallet("POST", "/recovery", {"wallet_no": fresh, "id_number": ID_NUMBERS[fresh]}, expect=202)["recovery_id"]
+    wallet("POST", "/recovery/{recovery_id}/code", {"code": "000000"}, recovery_id=rid, expect=422)
+    db.session.expire_all()
+    sms = _re.search(r"验证码为(\d{6})", message_text(
+        db.session.query(Notification).filter_by(kind="recovery_code").one())).group(1)
+    db.session.rollback()
+    asked = wallet("POST", "/recovery/{recovery_id}/code", {"code": sms}, recovery_id=rid, expect=200)["questions"]
+    wallet("POST", "/recovery/{recovery_id}/code", {"code": sms}, recovery_id=rid, expect=409)
+    given = {"first_pet": "小白", "first_city": "上海"}
+    token_ = wallet("POST", "/recovery/{recovery_id}/second-factor",
+                    {"answers": [{"code": q, "answer": given[q]} for q in asked]}, recovery_id=rid,
+                    expect=200)["recovery_token"]
+    wallet("POST", "/recovery/{recovery_id}/password", {"recovery_token": token_, "new_password": "password123"},
+           recovery_id=rid, expect=422)
+    assert wallet("POST", "/recovery/{recovery_id}/password", {"recovery_token": token_,
+                                                               "new_password": "Spring-moon-2357"},
+                  recovery_id=rid, expect=200)["unlocked"] is True
+    wallet("POST", "/recovery/{recovery_id}/code", {"code": sms}, recovery_id="x" * 32, expect=404)
     busy = make_wallet(name="王芳")
     app.config["WALLET_CLAIM_WAIT_SECONDS"] = 0.1
     policy.rebuild(app)

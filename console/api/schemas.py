@@ -300,6 +300,7 @@ PATH_PARAMETERS = {
     "case_no": {"type": "string", "pattern": "^K[0-9]{14}$", "description": "K and 14 digits"},
     "customer_no": {"type": "string", "pattern": "^C[0-9]{9}$", "description": "C and 9 digits"},
     "receipt_no": {"type": "string", "pattern": "^R[0-9]{14}$", "description": "R and 14 digits"},
+    "recovery_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{32}$", "description": "32 URL-safe characters"},
     "int": {"type": "integer", "minimum": 1, "maximum": _INT_MAX},
 }
 _RULE_PARAMETER = re.compile(r"<(?:(\w+):)?(\w+)>")

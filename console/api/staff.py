@@ -19,7 +19,7 @@ from ..adapters.registry import registry_from_config
 from ..extensions import csrf, db
 from ..identity import mask_name
 from ..models.customer import Wallet
-from ..services import cases, operations, overview, receipts, staff_auth, verification
+from ..services import cases, operations, overview, receipts, recovery, staff_auth, verification
 from ..services.actor import Actor
 from ..services.errors import DomainError
 from ..web import once
@@ -172,7 +172,11 @@ def search_customers():
                answers={200: (S.Customer, "The customer.")}, refusals={403: REFUSED})
 def get_customer(customer_no):
     customer = perform(cases.get_customer, customer_no)
-    return answer(S.Customer, **_customer_json(customer))
+    recoveries = [{"started_at": row.started_at.isoformat(), "identified_by": row.identified_by,
+                   "status": row.status, "reason": row.failure_reason if row.matched else "details_mismatch",
+                   "source_ip": row.source_ip, "device_id": row.device_id}
+                  for row in recovery.recent(db.session, customer.id)]
+    return answer(S.Customer, **_customer_json(customer), self_service=recoveries)
 
 
 def _case_json(case) -> dict:

@@ -128,6 +128,19 @@ class WalletOverview(WalletState):
     sign_in: SignInState
 
 
+class SelfServiceRecovery(Answer):
+    """One self-service recovery (忘记密码 in the wallet app) of the customer's wallets."""
+
+    started_at: Timestamp
+    identified_by: Literal["wallet_no", "mobile"]
+    status: Annotated[str, Field(description="code_sent, code_verified, verified, completed, failed, "
+                                             "sent_to_counter or expired.")]
+    reason: str | None = Field(description="Why it failed or sent the customer to the counter "
+                                            "(details_mismatch: the ID number did not match the wallet).")
+    source_ip: str | None
+    device_id: str | None
+
+
 class Customer(Answer):
     """A customer, masked."""
 
@@ -139,6 +152,9 @@ class Customer(Answer):
     wallets: list[WalletOverview]
     flagged_for_counter_only: bool = Field(description="Served at the counter only, after repeated failed "
                                                        "verifications.")
+    self_service: list[SelfServiceRecovery] = absent(description="With one customer (not in search results): "
+                                                                 "the recoveries of the policy's last days, "
+                                                                 "newest first.")
 
 
 class Customers(Answer):

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from datetime import timedelta
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 
-from .. import boundary, policy
+from .. import boundary, codes, policy
 from ..extensions import csrf, db
-from ..services import wallet_credentials, wallet_signin
+from ..services import recovery, wallet_credentials, wallet_signin
 from ..services.actor import Actor
-from ..services.errors import DomainError, InvalidInput
+from ..services.errors import DomainError, InvalidInput, NotFound
 from ..timeutil import utcnow
 from ..web import once
 from . import wallet_schemas as S
@@ -70,6 +71,19 @@ def _authenticate_service():
                           retention=timedelta(minutes=policy.current().idempotency.wallet_key_minutes))
 
 
+def _answer_no_sooner(response):
+    """A recovery start is answered no sooner than the policy's floor after it arrived, after its
+    commit (this runs after ``once.finish``), so whether the details matched does not show in time."""
+    started = g.pop("recovery_started", None)
+    if started is not None:
+        rest = started + policy.current().recovery.start_min_ms / 1000 - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+    return response
+
+
+# after_request functions run in the reverse order of registration: the floor after the commit.
+bp.after_request(_answer_no_sooner)
 bp.after_request(once.finish)
 
 
@@ -226,6 +240,130 @@ def set_security_questions():
                               reason=str(exc.message))
     return answer(S.QuestionsSet, result="questions_set", wallet_no=outcome.wallet.wallet_no,
                   count=len(answers), at=utcnow().isoformat())
+
+
+# --- self-service recovery (the wallet app's 忘记密码) ------------------------------------------------
+
+UNKNOWN_RECOVERY = "no recovery has this id (code unknown_recovery)"
+RECOVERY_EXPIRED = ("the recovery was not finished in time (code recovery_expired); start again")
+WRONG_STEP = ("this step does not follow where the recovery stands: it failed, was finished, or another "
+              "step comes first (code wrong_step; details.recovery_status)")
+RECOVERY_FAILED = ("the recovery failed and counts against the customer (code recovery_failed; details.reason from "
+                   + ", ".join(codes.RECOVERY_FAILURES) + "); start again, or go to the counter")
+COUNTER_REQUIRED = ("the wallet cannot be recovered in the app: the customer must come to a branch counter with "
+                    "an identity document or call the hotline (code counter_required; details.reason from "
+                    + ", ".join(codes.RECOVERY_COUNTER_REASONS) + "; details.hotline)")
+
+
+def _recovery_call(fn, *args, **kwargs) -> recovery.Step:
+    """A recovery step through the boundary (committed with the answer); an unknown id is a 404."""
+    client_ip = _client_ip(kwargs.pop("data"))
+    try:
+        return boundary.perform(recovery.actor_for(source_ip=client_ip), lambda session, _actor: fn(
+            session, *args, **kwargs))
+    except NotFound:
+        raise ApiError(404, "unknown_recovery", "No recovery has this id.") from None
+    except InvalidInput as exc:
+        if exc.message == "wrong_step":
+            raise ApiError(409, "wrong_step", "This step does not follow where the recovery stands.",
+                           recovery_status=exc.details.get("status")) from None
+        if exc.message == "invalid_token":
+            raise ApiError(403, "invalid_token", "The recovery token is not valid (wrong, used or expired).") \
+                from None
+        raise
+
+
+def _step_refusal(step: recovery.Step):
+    """The error answer of a step that did not go on, or None."""
+    hotline = policy.current().bank.hotline
+    if step.result == "expired":
+        return error_response(410, "recovery_expired", "The recovery was not finished in time; start again.")
+    if step.result == "code_wrong":
+        return error_response(422, "code_wrong", "The code is not right.", remaining_tries=step.remaining_tries)
+    if step.result == "failed":
+        return error_response(403, "recovery_failed", "The recovery failed. Start again, or visit a branch counter "
+                              f"with an identity document or call {hotline}.", reason=step.reason, hotline=hotline)
+    if step.result == "counter_required":
+        return error_response(403, "counter_required", "This wallet cannot be recovered in the app. Visit a branch "
+                              f"counter with an identity document or call {hotline}.", reason=step.reason,
+                              hotline=hotline)
+    if step.result == "password_policy":
+        return error_response(422, "password_policy", "The new password breaks the password policy.",
+                              rules=step.problems)
+    return None
+
+
+@api.operation("POST", "/recovery", "startRecovery",
+               summary="Start a self-service recovery (忘记密码): an SMS code goes to the registered mobile.",
+               body=S.StartRecoveryRequest, rate_limited=True,
+               description="The answer is the same, and takes as long, whether or not the wallet number or mobile "
+                           "and the ID number match a wallet: a code is sent only if they do. Limited per address "
+                           "and per wallet number or mobile.",
+               answers={202: (S.RecoveryStarted, "Started (the same answer whatever matched).")})
+def start_recovery():
+    g.recovery_started = time.monotonic()
+    data = request_body()
+    rules = policy.current()
+    handle, step = boundary.perform(
+        recovery.actor_for(source_ip=_client_ip(data)), lambda session, _actor: recovery.start(
+            session, wallet_no=data.wallet_no, mobile=data.mobile, id_type=data.id_type, id_number=data.id_number,
+            source_ip=_client_ip(data), device_id=data.device_id))
+    return answer(S.RecoveryStarted, 202, recovery_id=handle, next="sms_code",
+                  code_valid_seconds=rules.verification.code_valid_minutes * 60,
+                  code_tries=rules.verification.code_tries, expires_at=step.recovery.expires_at.isoformat())
+
+
+@api.operation("POST", "/recovery/<recovery_id>/code", "checkRecoveryCode",
+               summary="Check the SMS code; the answer names the second factor to give.",
+               body=S.RecoveryCodeRequest, rate_limited=True,
+               answers={200: (S.RecoveryCodeAccepted, "The code is right: give the second factor.")},
+               refusals={403: RECOVERY_FAILED + "; or " + COUNTER_REQUIRED, 404: UNKNOWN_RECOVERY, 409: WRONG_STEP,
+                         410: RECOVERY_EXPIRED,
+                         422: "the code is not right (code code_wrong; details.remaining_tries)"})
+def check_recovery_code(recovery_id):
+    data = request_body()
+    step = _recovery_call(recovery.check_code, recovery_id, data.code, data=data)
+    refusal = _step_refusal(step)
+    if refusal is not None:
+        return refusal
+    return answer(S.RecoveryCodeAccepted, result="second_factor", factor=step.factor, questions=step.questions)
+
+
+@api.operation("POST", "/recovery/<recovery_id>/second-factor", "checkRecoveryFactor",
+               summary="Check the security answers or the bound authenticator's code (one try).",
+               body=S.RecoveryFactorRequest, rate_limited=True,
+               answers={200: (S.RecoveryVerified, "Verified: set the new password with the token.")},
+               refusals={403: RECOVERY_FAILED + "; or " + COUNTER_REQUIRED, 404: UNKNOWN_RECOVERY, 409: WRONG_STEP,
+                         410: RECOVERY_EXPIRED})
+def check_recovery_factor(recovery_id):
+    data = request_body()
+    answers = {item.code: item.answer for item in data.answers} if data.answers is not None else None
+    step = _recovery_call(recovery.check_factor, recovery_id, answers=answers,
+                          authenticator_code=data.authenticator_code, data=data)
+    refusal = _step_refusal(step)
+    if refusal is not None:
+        return refusal
+    return answer(S.RecoveryVerified, result="verified", recovery_token=step.token,
+                  expires_at=step.expires_at.isoformat())
+
+
+@api.operation("POST", "/recovery/<recovery_id>/password", "completeRecovery",
+               summary="Set the new password with the recovery token; lifts a first or second wrong-password lock.",
+               body=S.RecoveryPasswordRequest, rate_limited=True,
+               answers={200: (S.PasswordRecovered, "The password is set (result password_reset).")},
+               refusals={403: "the token is wrong, used or expired (code invalid_token); or " + COUNTER_REQUIRED,
+                         404: UNKNOWN_RECOVERY, 409: WRONG_STEP, 410: RECOVERY_EXPIRED,
+                         422: "the new password breaks the password policy (code password_policy; details.rules)"})
+def complete_recovery(recovery_id):
+    data = request_body()
+    step = _recovery_call(recovery.complete, recovery_id, data.recovery_token, data.new_password, data=data)
+    refusal = _step_refusal(step)
+    if refusal is not None:
+        return refusal
+    wallet = step.recovery.wallet
+    return answer(S.PasswordRecovered, result="password_reset", wallet_no=wallet.wallet_no,
+                  password_expires_at=wallet.password_expires_at.isoformat() if wallet.password_expires_at else None,
+                  unlocked=step.unlocked)
 
 
 @api.operation("GET", "/openapi.json", "openapi", summary="This document.", public=True, uses_database=False,

@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from flask import has_app_context
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .. import codes
+from ..identity import ID_TYPES
 from .schemas import Answer, IpAddress, ItemCount, OneOf, Payload, Timestamp, absent, config_value, shaped, text
 
 WalletNo = shaped("^[0-9]{8,20}$", "8 to 20 digits", max_length=20)
@@ -56,6 +57,67 @@ class SetQuestionsRequest(_Caller):
                          Field(description="Each question code at most once.")]
 
 
+# --- self-service recovery ------------------------------------------------------------------------
+
+Mobile = shaped("^[+0-9 -]{11,20}$", "a mainland mobile number (11 digits; spaces, dashes and +86 accepted)",
+                max_length=20)
+IdNumber = shaped("^[0-9A-Za-z]{6,18}$", "the identity document's number", max_length=18)
+SixDigits = shaped("^[0-9]{6}$", "6 digits", max_length=6)
+RecoveryToken = shaped("^[A-Za-z0-9_-]{43}$", "the recovery token from the second-factor step", max_length=43)
+
+
+class _Customer(Payload):
+    client_ip: IpAddress | None = Field(default=None, description="The customer's address as the wallet back end "
+                                                                  "sees it (the caller's own if left out).")
+    device_id: DeviceId | None = None
+
+
+def _exactly_one_of(*names: str) -> dict:
+    """A body that takes exactly one of ``names`` (each a string when given, never null)."""
+    return {**Payload.model_config, "json_schema_extra": {"oneOf": [{"required": [n]} for n in names]}}
+
+
+class StartRecoveryRequest(_Customer):
+    model_config = _exactly_one_of("wallet_no", "mobile")
+
+    wallet_no: WalletNo = absent(description="The wallet number; or give the mobile instead.")
+    mobile: Mobile = absent(description="The registered mobile; or give the wallet number instead.")
+    id_type: Annotated[str, OneOf(lambda: list(ID_TYPES))] = Field(
+        default="resident_id", description="The identity document's type.")
+    id_number: IdNumber
+
+    @model_validator(mode="after")
+    def _one_way_in(self):
+        if (self.wallet_no is None) == (self.mobile is None):
+            raise ValueError("give either wallet_no or mobile")
+        return self
+
+
+class RecoveryCodeRequest(_Customer):
+    code: SixDigits = Field(description="The code sent by SMS to the registered mobile.")
+
+
+class RecoveryFactorRequest(_Customer):
+    model_config = _exactly_one_of("answers", "authenticator_code")
+
+    answers: list[QuestionAnswer] = absent(description="With factor security_answers: the questions asked, each "
+                                                       "answered once.")
+    authenticator_code: SixDigits = absent(description="With factor authenticator_code: the bound authenticator's "
+                                                       "current code.")
+
+    @model_validator(mode="after")
+    def _one_factor(self):
+        if (self.answers is None) == (self.authenticator_code is None):
+            raise ValueError("give either answers or authenticator_code")
+        return self
+
+
+class RecoveryPasswordRequest(_Customer):
+    recovery_token: RecoveryToken
+    new_password: Password = Field(description="Checked against the password policy (a 422 password_policy names "
+                                               "the rules it breaks; the token stays usable).")
+
+
 # --- answers --------------------------------------------------------------------------------------
 
 
@@ -93,3 +155,32 @@ class QuestionsSet(Answer):
     wallet_no: str
     count: int
     at: Timestamp
+
+
+class RecoveryStarted(Answer):
+    """The same for every start, whether or not the details match a wallet."""
+
+    recovery_id: str = Field(description="Names this recovery in the next steps.")
+    next: Literal["sms_code"]
+    code_valid_seconds: int
+    code_tries: int
+    expires_at: Timestamp = Field(description="The whole recovery must be finished by then.")
+
+
+class RecoveryCodeAccepted(Answer):
+    result: Literal["second_factor"]
+    factor: Literal["security_answers", "authenticator_code"]
+    questions: list[str] = Field(description="With security_answers: the question codes to answer.")
+
+
+class RecoveryVerified(Answer):
+    result: Literal["verified"]
+    recovery_token: str = Field(description="Sets the new password once, before expires_at.")
+    expires_at: Timestamp
+
+
+class PasswordRecovered(Answer):
+    result: Literal["password_reset"]
+    wallet_no: str
+    password_expires_at: Timestamp | None
+    unlocked: bool = Field(description="Whether a wrong-password lock was lifted.")

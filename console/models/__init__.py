@@ -7,3 +7,4 @@ from .notification import Notification, NotificationAttempt  # noqa: F401
 from .ratelimit import RateLimitCounter  # noqa: F401
 from .staff import Branch, BranchKind, Role, Staff, StaffSession  # noqa: F401
 from .idempotency import IdempotencyKey  # noqa: F401
+from .recovery import Recovery  # noqa: F401

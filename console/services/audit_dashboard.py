@@ -78,6 +78,7 @@ def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
     failed_verifications = session.scalars(
         select(AuditEvent).where(cond, AuditEvent.action.startswith("verification."), AuditEvent.outcome == "failed")
         .order_by(AuditEvent.seq.desc()).limit(10)).all()
+    self_service = self_service_exceptions(session, cond)
     days_list = sorted({d for d, _o, _n in per_day})
     by_day = {d: {"success": 0, "denied": 0, "failed": 0} for d in days_list}
     for d, outcome, n in per_day:
@@ -86,12 +87,54 @@ def build(session: Session, actor: Actor, *, days: int = 14) -> dict:
         "since": since, "by_day": by_day, "per_action": per_action, "per_branch": per_branch,
         "after_hours": after_hours, "heavy": heavy, "denied": denied, "self_approval": self_approval,
         "repeated": repeated, "failed_verifications": failed_verifications,
-        "business_hours": (start, end),
+        "business_hours": (start, end), **self_service,
     }
 
 
-def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height: int = 200) -> str:
-    """Stacked bars per day (success, denied, failed), drawn on the server: no script, no CDN."""
+# Changes that hand the wallet to whoever holds the new factor: after a recovery, worth a look.
+TAKEOVER_ACTIONS = ("wallet.reset_2fa", "wallet.reset_questions", "wallet.security_questions_set")
+
+
+def self_service_exceptions(session: Session, cond) -> dict:
+    """Self-service recovery worth a look (DESIGN.md section 5): many recoveries of one customer's
+    wallet, recoveries of one wallet from many addresses, and a completed recovery followed soon by
+    a 2FA or security-question change."""
+    rules = policy.current()
+    starts = and_(cond, AuditEvent.action == "recovery.start", AuditEvent.customer_ref.is_not(None))
+    many = session.execute(
+        select(AuditEvent.customer_ref, func.count(), func.count(func.distinct(AuditEvent.source_ip)))
+        .where(starts).group_by(AuditEvent.customer_ref)
+        .having(func.count() >= rules.review.repeated_recoveries)
+        .order_by(func.count().desc()).limit(10)).all()
+    addresses = session.execute(
+        select(AuditEvent.customer_ref, func.count(func.distinct(AuditEvent.source_ip)), func.count())
+        .where(starts).group_by(AuditEvent.customer_ref)
+        .having(func.count(func.distinct(AuditEvent.source_ip)) >= rules.risk.recovery_sources)
+        .order_by(func.count(func.distinct(AuditEvent.source_ip)).desc()).limit(10)).all()
+    completed = session.scalars(select(AuditEvent).where(
+        cond, AuditEvent.action == "wallet.password_reset", AuditEvent.channel == "self_service")
+        .order_by(AuditEvent.seq.desc()).limit(200)).all()
+    followed = []
+    window = timedelta(days=rules.review.recovery_followup_days)
+    refs = {e.customer_ref for e in completed if e.customer_ref}
+    if refs:
+        changes = session.scalars(select(AuditEvent).where(
+            AuditEvent.customer_ref.in_(refs), AuditEvent.action.in_(TAKEOVER_ACTIONS),
+            AuditEvent.outcome == "success", AuditEvent.occurred_at >= min(e.occurred_at for e in completed))
+            .order_by(AuditEvent.seq)).all()
+        for recovered in completed:
+            after = next((c for c in changes if c.customer_ref == recovered.customer_ref
+                          and recovered.occurred_at <= c.occurred_at <= recovered.occurred_at + window), None)
+            if after is not None:
+                followed.append((recovered, after))
+    return {"recoveries_many": many, "recoveries_addresses": addresses, "recoveries_followed": followed[:10],
+            "recovery_followup_days": rules.review.recovery_followup_days}
+
+
+def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height: int = 200,
+                  outcome_words: dict[str, str] | None = None) -> str:
+    """Stacked bars per day (success, denied, failed), drawn on the server: no script, no CDN.
+    ``outcome_words``: what a reader sees for each outcome (the page's labels; the code without)."""
     colours = {"success": "#3a8f5c", "denied": "#c0392b", "failed": "#d68910"}
     days = list(series)
     peak = max([sum(v.values()) for v in series.values()] + [1])
@@ -110,7 +153,7 @@ def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height
             h = (height - bottom - 8) * n / peak
             if n:
                 parts.append(f'<rect x="{x:.1f}" y="{y - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                             f'fill="{colours[outcome]}"><title>{day} {outcome}: {n}</title></rect>')
+                             f'fill="{colours[outcome]}"><title>{day} {_esc((outcome_words or {}).get(outcome, outcome))}: {n}</title></rect>')
             y -= h
         if len(days) <= 16 or index % 2 == 0:
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="9" '

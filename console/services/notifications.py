@@ -30,6 +30,9 @@ TEMPLATES = {
     "password_changed": "【{bank}】您的数字钱包登录密码已于{time}修改成功。如非本人操作，请立即致电{hotline}。",
     "security_questions_set": "【{bank}】您的数字钱包密保问题已于{time}设置。如非本人操作，请立即致电{hotline}。",
     "verification_code": "【{bank}】您的身份验证码为{code}，{minutes}分钟内有效。请仅向正在与您通话的{bank}客服人员读出，切勿告诉其他任何人。",
+    "recovery_code": "【{bank}】您正在通过钱包App自助找回密码，验证码为{code}，{minutes}分钟内有效。银行工作人员不会向您索要此验证码；如非本人操作，请勿告诉任何人并致电{hotline}。",
+    "password_recovered": "【{bank}】您的数字钱包登录密码已于{time}通过钱包App自助找回重新设置。如非本人操作，请立即致电{hotline}。",
+    "counter_only": "【{bank}】您的身份核验已多次未通过，为保障资金安全，电话及App自助服务已暂停，请本人携带有效身份证件到网点办理。如有疑问请致电{hotline}。",
     "temporary_password": "【{bank}】您的数字钱包临时密码为{password}，{hours}小时内有效，仅可使用一次，登录后须立即设置新密码。请勿向任何人（包括银行工作人员）透露。",
 }
 

@@ -50,18 +50,35 @@ def _rules():
 
 
 def failed_recently(session: Session, customer_id: int) -> int:
-    """The customer's failed verifications of the last ``flag_hours`` hours that say something about
-    the customer (``codes.CUSTOMER_FAILURES``): a staff member's slip is never one, and a failure
-    recorded for a slip before slips were refused (or a registry outage) is not counted either."""
+    """The customer's failures of the last ``flag_hours`` hours that say something about the
+    customer: failed verifications at the desk (``codes.CUSTOMER_FAILURES``: a staff member's slip is
+    never one, nor a registry outage) and failed self-service recoveries (``codes.RECOVERY_FAILURES``)."""
+    from . import recovery
+
     since = utcnow() - timedelta(hours=_rules().flag_hours)
-    return session.scalar(select(func.count(Verification.id)).where(
+    desk = session.scalar(select(func.count(Verification.id)).where(
         Verification.customer_id == customer_id, Verification.status == "failed",
         Verification.failure_reason.in_(codes.CUSTOMER_FAILURES), Verification.created_at > since)) or 0
+    return desk + recovery.failed_recently(session, customer_id, since)
 
 
 def is_flagged(session: Session, customer_id: int) -> bool:
-    """Repeated failed verifications (by default three within 24 hours): phone help is refused, counter only."""
+    """Repeated failures (by default three within 24 hours, desk and self-service together): phone
+    help and self-service recovery are refused, counter only."""
     return flagged_by(failed_recently(session, customer_id))
+
+
+def note_customer_failure(session: Session, customer: Customer, *, source: str) -> bool:
+    """After a failure that counts against the customer (in this transaction): the failure that
+    reaches the limit flags the customer for the counter, recorded and told by SMS. True then."""
+    failures = failed_recently(session, customer.id)
+    if failures != _rules().failures_to_flag:
+        return False
+    audit.record(session, Actor.system("risk"), "customer.flagged_counter_only", reason_code="repeated_failures",
+                 customer_ref=customer.customer_no,
+                 details={"failures": failures, "hours": _rules().flag_hours, "last_failure": source})
+    notifications.queue_sms(session, customer, "counter_only")
+    return True
 
 
 def flagged_by(failures: int) -> bool:
@@ -90,6 +107,9 @@ def _finish(session, actor, case, row: Verification, passed: bool, reason: str |
                  reason_code=reason, customer_ref=case.customer.customer_no, case_ref=case.case_no,
                  verification_id=row.id, channel=row.channel,
                  details={"method": row.method, "strength": row.strength, **evidence})
+    if not passed and reason in codes.CUSTOMER_FAILURES:
+        session.flush()
+        note_customer_failure(session, case.customer, source=f"verification.{row.channel}")
     return row
 
 
@@ -199,19 +219,27 @@ def resend_code(session: Session, actor: Actor, case: Case, row: Verification) -
     _send_code(session, actor, case, row)
 
 
+CODE_KINDS = ("verification_code", "recovery_code")
+
+
 def codes_sent_to_customer(session: Session, customer_id: int, since) -> int:
-    """Verification codes queued for one customer since ``since``, by any staff member and channel
-    (the outbox is the record of what was sent)."""
+    """Codes queued for one customer since ``since``, by any staff member and channel, self-service
+    recovery included (the outbox is the record of what was sent)."""
     return session.scalar(select(func.count(Notification.id)).where(
-        Notification.customer_id == customer_id, Notification.kind == "verification_code",
+        Notification.customer_id == customer_id, Notification.kind.in_(CODE_KINDS),
         Notification.created_at > since)) or 0
+
+
+def sms_cap():
+    """The per-customer cap on codes (``LIMIT_OTP_PER_CUSTOMER``), as a ``limits`` rate."""
+    return parse_limit(_rules().codes_per_customer)
 
 
 def _check_customer_cap(session: Session, case: Case) -> None:
     """At most the policy's ``codes_per_customer`` (LIMIT_OTP_PER_CUSTOMER) codes to one customer's mobile, whoever sends them and
     however (console, API): counted in the outbox, under the customer's row lock so concurrent
     senders (PostgreSQL) take turns; SQLite has one writer at a time anyway."""
-    limit = parse_limit(_rules().codes_per_customer)
+    limit = sms_cap()
     session.execute(select(Customer.id).where(Customer.id == case.customer_id).with_for_update())
     sent = codes_sent_to_customer(session, case.customer_id, utcnow() - timedelta(seconds=limit.get_expiry()))
     if sent >= limit.amount:

@@ -52,7 +52,8 @@ def recent_passwords(wallet: Wallet) -> list[WalletPasswordHistory]:
     return list(wallet.password_history[: policy.current().wallet_passwords.history])
 
 
-def _store_password(session: Session, wallet: Wallet, password: str) -> None:
+def store_password(session: Session, wallet: Wallet, password: str) -> None:
+    """Make ``password`` (already checked against the policy) the wallet's, into its history. Not audited."""
     now = utcnow()
     hashed = hash_password(password)
     wallet.password_hash = hashed
@@ -76,7 +77,7 @@ def change_password(session: Session, actor: Actor, wallet: Wallet, new_password
     problems = password_problems(wallet, new_password)
     if problems:
         raise InvalidInput("password policy", problems=problems)
-    _store_password(session, wallet, new_password)
+    store_password(session, wallet, new_password)
     audit.record(session, actor, "wallet.password_change", customer_ref=wallet.customer.customer_no,
                  after={"wallet_no": wallet.wallet_no, "used_temporary_password": used_temporary})
     notifications.queue_sms(session, wallet.customer, "password_changed", wallet=wallet)
