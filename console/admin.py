@@ -337,8 +337,15 @@ class StaffAdmin(AuditedModelView):
     def _bulk(self, ids, name):
         numbers = [int(i) for i in ids if str(i).isdigit() and int(i) < 2**31]
         rows = db.session.scalars(select(Staff).where(Staff.id.in_(numbers)).order_by(Staff.employee_no)).all()
+        chosen = STAFF_ACTIONS[name]
+        # As per row: never one's own account, and only where the action applies now.
+        skipped = [row for row in rows if chosen not in self.row_actions_for(row)]
+        rows = [row for row in rows if row not in skipped]
+        if skipped:
+            flash(_("%(action)s does not apply to %(accounts)s as they are now; left out.", action=chosen.label,
+                    accounts=_(", ").join(account_label(row) for row in skipped)), "warning")
         if rows:
-            self._run(STAFF_ACTIONS[name], rows)
+            self._run(chosen, rows)
 
     # The confirmations name the selected accounts: admin-actions.js puts them in for {accounts}.
     @action("reset_password", _l("Reset password"),

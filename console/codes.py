@@ -67,12 +67,12 @@ CUSTOMER_FAILURES: tuple[str, ...] = (
 # recovery passes through, why a recovery failed (the first three count against the customer with
 # the failed verifications above) and why it sent the customer to the counter or the hotline.
 RECOVERY_STATES: tuple[str, ...] = ("code_sent", "code_verified", "verified", "completed", "failed",
-                                    "sent_to_counter", "expired")
+                                    "sent_to_counter", "expired", "superseded")
 RECOVERY_FAILURES: tuple[str, ...] = ("code_expired", "code_wrong_no_tries_left", "security_answers_wrong",
                                       "authenticator_code_wrong")
 RECOVERY_COUNTER_REASONS: tuple[str, ...] = (
     "locked_until_staff_unlock", "risk_freeze", "protective_hold", "counter_only", "no_second_factor",
-    "several_wallets",
+    "several_wallets", "wallet_closed",
 )
 RECOVERY_FACTORS: tuple[str, ...] = ("security_answers", "authenticator_code")
 
@@ -122,7 +122,7 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "wallet.locked", "wallet.lock_lapsed", "wallet.attempt_abandoned", "wallet.frozen",
     # Self-service recovery in the wallet app (console/services/recovery.py), step by step.
     "recovery.start", "recovery.code", "recovery.code_withheld", "recovery.factor", "recovery.complete",
-    "recovery.sent_to_counter", "recovery.expired",
+    "recovery.sent_to_counter", "recovery.expired", "recovery.superseded",
     # The audit trail itself.
     "audit.search", "audit.view", "audit.export", "audit.verify", "audit.checkpoint",
 )

@@ -75,12 +75,24 @@ def init_app(app) -> None:
         return response
 
 
+# Paths that carry a bearer secret (a receipt's check token, a recovery's handle): logged without it.
+_SECRET_IN_PATH = {"receipt_check.check": "/receipts/check/…"}
+
+
+def _loggable_path() -> str:
+    if request.endpoint in _SECRET_IN_PATH:
+        return _SECRET_IN_PATH[request.endpoint]
+    if request.view_args and "recovery_id" in request.view_args:
+        return request.path.replace(str(request.view_args["recovery_id"]), "…")
+    return request.path
+
+
 def log_request(response) -> None:
     """The request's one log line, written when its answer is final (console.answers.ConsoleFlask)."""
     started = request.environ.get("console.request_started") or time.perf_counter()
     request_log.info({
         "event": "request", "method": request.method, "endpoint": request.endpoint,
-        "path": request.path if request.endpoint != "receipt_check.check" else "/receipts/check/…",
+        "path": _loggable_path(),
         "status": response.status_code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         "staff_id": g.get("staff_id"),

@@ -122,6 +122,19 @@ def test_bulk_actions_reset_password_and_unlock(login_as, client, app):
     assert len(audit_events("staff.password_reset")) == 1
 
 
+def test_bulk_actions_leave_out_the_admins_own_account(login_as, client):
+    me = login_as("admin", branch_code="HO-000")
+    other = make_staff("teller")
+    token = csrf_token(client, "/admin/staff_admin/")
+    own_id = db.session.query(Staff).filter_by(employee_no=me.employee_no).one().id
+    page = client.post("/admin/staff_admin/action/", data={
+        "action": "reset_password", "rowid": [str(own_id), str(other.id)], "csrf_token": token},
+        follow_redirects=True).get_data(as_text=True)
+    assert "已跳过" in page and me.employee_no in page
+    assert [e.details for e in audit_events("staff.password_reset")].__len__() == 1
+    assert client.get("/").status_code == 200  # still signed in: its own password was not reset
+
+
 def test_branches_are_managed_and_audited(login_as, client):
     login_as("admin", branch_code="HO-000")
     post_form(client, "/admin/branch_admin/new/", {"code": "GZ-003", "name": "广州天河支行", "kind": "branch", "active": "y"},

@@ -393,3 +393,51 @@ def test_the_desk_shows_an_expired_password_as_expired(app, client, login_as):
     page = client.get(f"/desk/customers/{customer_no}").get_data(as_text=True)
     assert "密码已过期" in page and "已于" in page
     assert 'badge ok' not in page  # not "启用" beside an expired password
+
+
+def test_a_wallet_number_alone_cannot_freeze_a_wallet(app, api):
+    wallet_no, other = make_wallet(), make_wallet()
+    for i in range(4):
+        start(api, wallet_no, id_number=ID_NUMBERS[other], ip=f"203.0.113.{i + 1}", device=f"dev-{i}")
+    assert get_wallet(wallet_no).frozen_at is None
+    assert len(audit_events("recovery.start")) == 4  # still seen, on the wallet they named
+
+
+def test_starting_again_after_a_wrong_code_counts_as_a_failure(app, api):
+    from console.services import verification
+
+    wallet_no = make_wallet()
+    customer_id = get_wallet(wallet_no).customer_id
+    for i in range(3):
+        rid = start(api, wallet_no, ip="198.51.100.120").get_json()["recovery_id"]
+        assert api("POST", f"/recovery/{rid}/code", {"code": "000000"}).status_code == 422
+        assert verification.failed_recently(db.session, customer_id) == i
+    start(api, wallet_no, ip="198.51.100.120")
+    assert verification.failed_recently(db.session, customer_id) == 3
+    assert len(audit_events("customer.flagged_counter_only")) == 1
+    assert [e.reason_code for e in audit_events("recovery.superseded")] == ["superseded"] * 3
+    # A right code now only finds the counter.
+    rid = start(api, wallet_no, ip="198.51.100.120").get_json()["recovery_id"]
+    refused = api("POST", f"/recovery/{rid}/code", {"code": sms_code()})
+    assert refused.get_json()["error"]["details"]["reason"] == "counter_only"
+
+
+def test_a_code_withheld_by_the_sms_cap_is_never_right(app, api):
+    app.config["LIMIT_OTP_PER_CUSTOMER"] = "1 per 10 minutes"
+    wallet_no = make_wallet()
+    start(api, wallet_no)
+    first = sms_code()
+    rid = start(api, wallet_no).get_json()["recovery_id"]
+    assert audit_events("recovery.code_withheld")
+    assert api("POST", f"/recovery/{rid}/code", {"code": first}).status_code == 422
+
+
+def test_the_request_log_leaves_the_recovery_id_out(app, api, caplog):
+    import logging
+
+    wallet_no = make_wallet()
+    rid = start(api, wallet_no).get_json()["recovery_id"]
+    with caplog.at_level(logging.INFO):
+        api("POST", f"/recovery/{rid}/code", {"code": "000000"})
+    lines = [r.getMessage() for r in caplog.records if "/recovery/" in r.getMessage()]
+    assert lines and all(rid not in line for line in lines)

@@ -145,15 +145,40 @@ def start(session: Session, *, wallet_no: str | None, mobile: str | None, id_typ
                    code_expires_at=now + timedelta(minutes=rules.verification.code_valid_minutes), code_tries=0)
     session.add(row)
     session.flush()
-    row.code_digest = _code_digest(row, code if matched else secrets.token_hex(8))
+    if matched:
+        _supersede(session, row)
     # A start that matched nothing does the work of one that did (the cap's count, the SMS text's
     # encryption), without queueing anything: both take as long.
     sent = _send_code(session, row, code, customer_id=wallet.customer_id if matched else None)
+    # Only a code that went to the registered mobile can ever be right.
+    row.code_digest = _code_digest(row, code if sent else secrets.token_hex(8))
     _record(session, row, "start", outcome=codes.SUCCESS if matched else codes.FAILED,
             reason=None if matched else ("details_mismatch" if wallet is not None else "no_such_wallet"),
             details={"code_sent": sent})
     _watch(session, wallet)
     return handle, Step("sms_code", row, remaining_tries=rules.verification.code_tries)
+
+
+LIVE = ("code_sent", "code_verified", "verified")
+
+
+def _supersede(session: Session, row: Recovery) -> None:
+    """A new recovery ends the customer's earlier ones still under way. One left after a wrong code
+    counts against the customer like a failed one (``failed_recently``): starting again is no way
+    to more tries."""
+    earlier = session.scalars(select(Recovery).where(
+        Recovery.customer_id == row.customer_id, Recovery.id != row.id, Recovery.status.in_(LIVE))
+        .with_for_update()).all()
+    wrong = False
+    for old in earlier:
+        old.status, old.finished_at, old.code_digest, old.token_digest = "superseded", utcnow(), None, None
+        wrong = wrong or old.code_tries > 0
+        _record(session, old, "superseded", outcome=codes.FAILED, reason="superseded",
+                details={"code_tries": old.code_tries, "by_recovery_id": row.id})
+    if wrong:
+        session.flush()
+        verification.note_customer_failure(session, row.customer or session.get(Customer, row.customer_id),
+                                           source=f"{ACTION}.superseded")
 
 
 def _send_code(session: Session, row: Recovery, code: str, *, customer_id: int | None) -> bool:
@@ -178,14 +203,16 @@ def _send_code(session: Session, row: Recovery, code: str, *, customer_id: int |
 
 
 def _watch(session: Session, wallet: Wallet | None) -> None:
-    """The risk monitor: recoveries of one wallet from several addresses or devices freeze it.
-    (Counted for no wallet too, so a start that named none takes as long.)"""
+    """The risk monitor: recoveries of one wallet from several addresses or devices freeze it. Only
+    starts whose ID number matched count: a wallet number alone must not be enough to freeze a
+    wallet. (Counted for no wallet too, so a start that named none takes as long.)"""
     rules = _rules().risk
     since = utcnow() - timedelta(minutes=rules.recovery_window_minutes)
     addresses, devices, count = session.execute(
         select(func.count(func.distinct(Recovery.source_ip)), func.count(func.distinct(Recovery.device_id)),
                func.count(Recovery.id))
-        .where(Recovery.wallet_id == (wallet.id if wallet is not None else 0), Recovery.started_at > since)).one()
+        .where(Recovery.wallet_id == (wallet.id if wallet is not None else 0), Recovery.matched.is_(True),
+               Recovery.started_at > since)).one()
     if wallet is None or max(addresses, devices) < rules.recovery_sources or wallet.frozen_at:
         return
     wallet_signin.freeze(session, wallet, "recovery_burst", {
@@ -234,6 +261,8 @@ def counter_reason(session: Session, row: Recovery) -> str | None:
     """Why this wallet may not recover by itself now, or None."""
     wallet = row.wallet
     session.refresh(wallet)
+    if wallet.status != "active":
+        return "wallet_closed"
     if wallet.frozen_at:
         return "risk_freeze"
     if wallet.lock_kind == "until_unlock":
@@ -370,6 +399,9 @@ def complete(session: Session, handle: str, token: str, new_password: str) -> St
     session.refresh(row)
     if used != 1:
         raise _wrong_step(row, "verified")
+    # The wallet's row first, held to the commit: a freeze, hold or lock placed meanwhile waits for
+    # this change or is seen by the check below.
+    session.execute(select(Wallet.id).where(Wallet.id == row.wallet_id).with_for_update())
     reason = counter_reason(session, row)
     if reason:  # frozen, held or flagged since the factor was checked
         return _to_counter(session, row, "complete", reason)
@@ -418,7 +450,12 @@ def recent(session: Session, customer_id: int, *, days: int | None = None, limit
 
 
 def failed_recently(session: Session, customer_id: int, since: datetime) -> int:
-    """Failed recoveries of the customer since ``since`` that count against them."""
+    """Recoveries of the customer since ``since`` that count against them: failed ones, and ones
+    given up after a wrong code (superseded by a new start, or left to expire)."""
+    now = utcnow()
+    abandoned = (Recovery.code_tries > 0) & (
+        Recovery.status.in_(("superseded", "expired"))
+        | ((Recovery.status == "code_sent") & (Recovery.expires_at <= now)))
+    failed = (Recovery.status == "failed") & Recovery.failure_reason.in_(codes.RECOVERY_FAILURES)
     return session.scalar(select(func.count(Recovery.id)).where(
-        Recovery.customer_id == customer_id, Recovery.status == "failed",
-        Recovery.failure_reason.in_(codes.RECOVERY_FAILURES), Recovery.finished_at > since)) or 0
+        Recovery.customer_id == customer_id, Recovery.started_at > since, failed | abandoned)) or 0

@@ -71,6 +71,9 @@ def is_flagged(session: Session, customer_id: int) -> bool:
 def note_customer_failure(session: Session, customer: Customer, *, source: str) -> bool:
     """After a failure that counts against the customer (in this transaction): the failure that
     reaches the limit flags the customer for the counter, recorded and told by SMS. True then."""
+    # The customer's row first (PostgreSQL): concurrent failures take turns, so the one that reaches
+    # the limit sees it, and records it, exactly once.
+    session.execute(select(Customer.id).where(Customer.id == customer.id).with_for_update())
     failures = failed_recently(session, customer.id)
     if failures != _rules().failures_to_flag:
         return False

@@ -111,6 +111,7 @@ ACTION_LABELS = {
     "recovery.complete": _l("Self-service recovery completed"),
     "recovery.sent_to_counter": _l("Self-service recovery sent to the counter"),
     "recovery.expired": _l("Self-service recovery not finished in time"),
+    "recovery.superseded": _l("Self-service recovery given up for a new one"),
 }
 
 # The areas of the audit actions (the part before the dot), for the audit search's "every ... action".
@@ -308,6 +309,7 @@ RECOVERY_STATUS_LABELS = {
     "failed": _l("failed"),
     "sent_to_counter": _l("sent to the counter"),
     "expired": _l("not finished in time"),
+    "superseded": _l("given up for a new recovery"),
 }
 RECOVERY_REASON_LABELS = {
     "code_expired": _l("the SMS code expired"),
@@ -321,6 +323,8 @@ RECOVERY_REASON_LABELS = {
     "no_second_factor": _l("no security questions or authenticator to recover with"),
     "several_wallets": _l("several wallets on this mobile: the wallet number is needed"),
     "details_mismatch": _l("the ID number did not match this wallet"),
+    "wallet_closed": _l("the wallet is closed"),
+    "superseded": _l("a new recovery was started"),
 }
 RECOVERY_IDENTIFIED_BY_LABELS = {"wallet_no": _l("wallet number"), "mobile": _l("mobile")}
 
