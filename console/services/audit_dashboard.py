@@ -132,15 +132,19 @@ def self_service_exceptions(session: Session, cond) -> dict:
 
 
 def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height: int = 200,
-                  outcome_words: dict[str, str] | None = None) -> str:
+                  outcome_words: dict[str, str] | None = None, title: str = "",
+                  day_word: str = "") -> str:
     """Stacked bars per day (success, denied, failed), drawn on the server: no script, no CDN.
-    ``outcome_words``: what a reader sees for each outcome (the page's labels; the code without)."""
+    ``outcome_words``: what a reader sees for each outcome (the page's labels; the code without).
+    The chart is an image named ``title``, followed by the same numbers as a visually hidden table
+    (its first column headed ``day_word``) for screen readers."""
     colours = {"success": "#3a8f5c", "denied": "#c0392b", "failed": "#d68910"}
+    words = {outcome: _esc((outcome_words or {}).get(outcome, outcome)) for outcome in colours}
     days = list(series)
     peak = max([sum(v.values()) for v in series.values()] + [1])
     pad, bottom = 36, 24
     bar_w = min(40, max(4, (width - pad - 8) / max(len(days), 1) - 4))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart">']
+    parts = [_svg_open(width, height, title)]
     for i in range(5):
         y = height - bottom - (height - bottom - 8) * i / 4
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width}" y2="{y:.1f}" stroke="#eef1f5"/>'
@@ -153,21 +157,25 @@ def bar_chart_svg(series: dict[str, dict[str, int]], *, width: int = 640, height
             h = (height - bottom - 8) * n / peak
             if n:
                 parts.append(f'<rect x="{x:.1f}" y="{y - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                             f'fill="{colours[outcome]}"><title>{day} {_esc((outcome_words or {}).get(outcome, outcome))}: {n}</title></rect>')
+                             f'fill="{colours[outcome]}"><title>{day} {words[outcome]}: {n}</title></rect>')
             y -= h
         if len(days) <= 16 or index % 2 == 0:
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="9" '
                          f'fill="#5b6475">{day[5:]}</text>')
     parts.append("</svg>")
+    rows = [[day] + [series[day].get(outcome, 0) for outcome in colours] for day in days]
+    parts.append(_hidden_table(title, [day_word] + list(words.values()), rows))
     return "".join(parts)
 
 
-def hbar_svg(items: list[tuple[str, int]], *, width: int = 420) -> str:
-    """Horizontal bars for a ranked list (actions, branches)."""
+def hbar_svg(items: list[tuple[str, int]], *, width: int = 420, title: str = "",
+             headers: tuple[str, str] = ("", "")) -> str:
+    """Horizontal bars for a ranked list (actions, branches): an image named ``title``, followed by
+    the same list as a visually hidden table with the two column ``headers`` for screen readers."""
     row = 20
     height = row * max(len(items), 1) + 6
     peak = max([n for _k, n in items] + [1])
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart">']
+    parts = [_svg_open(width, height, title)]
     for i, (label, n) in enumerate(items):
         w = (width - 200) * n / peak
         y = i * row + 4
@@ -175,7 +183,25 @@ def hbar_svg(items: list[tuple[str, int]], *, width: int = 420) -> str:
                      f'<rect x="150" y="{y}" width="{w:.1f}" height="14" fill="#b4161b" opacity="0.8"/>'
                      f'<text x="{154 + w:.1f}" y="{y + 11}" font-size="10" fill="#5b6475">{n}</text>')
     parts.append("</svg>")
+    parts.append(_hidden_table(title, list(headers), [[label, n] for label, n in items]))
     return "".join(parts)
+
+
+def _svg_open(width: int, height: int, title: str) -> str:
+    """A chart's opening tag: an image with a name (aria-label, and <title> for a pointer's tooltip)."""
+    name = _esc(title).replace('"', "&quot;") if title else ""
+    label = f' aria-label="{name}"' if name else ""
+    tooltip = f"<title>{name}</title>" if name else ""
+    return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="chart"{label}>{tooltip}'
+
+
+def _hidden_table(caption: str, headers: list[str], rows: list[list]) -> str:
+    """What a chart shows, as a table only screen readers see (the chart's text alternative)."""
+    head = "".join(f'<th scope="col">{_esc(h) if h else ""}</th>' for h in headers)
+    body = "".join("<tr>" + f'<th scope="row">{_esc(r[0])}</th>' + "".join(f"<td>{v}</td>" for v in r[1:]) + "</tr>"
+                   for r in rows)
+    return (f'<table class="visually-hidden">{f"<caption>{_esc(caption)}</caption>" if caption else ""}'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def _esc(text) -> str:

@@ -114,9 +114,12 @@ def dashboard():
     # Every action by its words (a wallet operation's: its registry label).
     per_action = [(action_label(action), n) for action, n in data["per_action"]]
     outcome_words = {code: str(words) for code, words in OUTCOME_LABELS.items()}
-    charts = {"by_day": Markup(audit_dashboard.bar_chart_svg(data["by_day"], outcome_words=outcome_words)),
-              "per_action": Markup(audit_dashboard.hbar_svg(per_action)),
-              "per_branch": Markup(audit_dashboard.hbar_svg(data["per_branch"]))}
+    charts = {"by_day": Markup(audit_dashboard.bar_chart_svg(data["by_day"], outcome_words=outcome_words,
+                                                             title=_("Events per day"), day_word=_("Day"))),
+              "per_action": Markup(audit_dashboard.hbar_svg(per_action, title=_("By action"),
+                                                            headers=(_("Action"), _("Events")))),
+              "per_branch": Markup(audit_dashboard.hbar_svg(data["per_branch"], title=_("By branch"),
+                                                            headers=(_("Branch"), _("Events"))))}
     return render_template("auditing/dashboard.html", data=data, days=days, charts=charts)
 
 
