@@ -5,8 +5,8 @@
     .venv/bin/python bench/wallet_signin.py --processes 2 --postgres postgresql+psycopg://...   # as deployed
 
 With ``--processes N`` the API runs as deployed (gunicorn, N gthread workers, production settings,
-Redis for the rate-limit counters) and raw argon2id runs in N processes; the client keeps 2×N
-requests in flight so the workers never wait for it. ``--wallets K`` spreads the sign-ins over K
+Redis for the rate-limit counters) and raw argon2id runs in N processes; the client keeps N
+requests in flight (``--clients``), as many as the baseline's verifications at once. ``--wallets K`` spreads the sign-ins over K
 wallets (1: every request on the same wallet, the worst case for the lockout engine's ordering).
 
 Both figures are measured in the same run with the same number of threads. The API runs in a
@@ -55,6 +55,16 @@ def raw_argon2(threads: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq; not idle,
+    I/O wait or time stolen by the hypervisor), from /proc/stat: with it, a phase's cost per
+    operation counts every process it used (workers, PostgreSQL, Redis, the client)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def _verify_for(seconds: float) -> int:
     from console.passwords import hasher
 
@@ -66,14 +76,11 @@ def _verify_for(seconds: float) -> int:
     return count
 
 
-def raw_argon2_processes(processes: int, seconds: float) -> float:
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pool.map(_verify_for, [0.2] * processes)  # start-up and the first hash out of the way
-        start = time.perf_counter()
-        counts = pool.map(_verify_for, [seconds] * processes)
-        return sum(counts) / (time.perf_counter() - start)
+def raw_argon2_processes(pool, processes: int, seconds: float) -> float:
+    """Verifications per second of ``processes`` processes of ``pool`` (started and warmed up before)."""
+    start = time.perf_counter()
+    counts = pool.map(_verify_for, [seconds] * processes)
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def api_rate(port: int, key: str, wallet_nos: list[str], password: str, threads: int,
@@ -109,6 +116,9 @@ def main() -> int:
     parser.add_argument("--postgres", help="admin URL; a scratch database is created and dropped")
     parser.add_argument("--processes", type=int, help="run the API under gunicorn with this many workers")
     parser.add_argument("--wallets", type=int, default=1, help="spread the sign-ins over this many wallets")
+    parser.add_argument("--rounds", type=int, default=3, help="with --processes: rounds of alternated phases")
+    parser.add_argument("--clients", type=int, help="with --processes: requests in flight (default: one per process, "
+                                                      "as many as raw argon2id runs at once)")
     args = parser.parse_args()
 
     scratch = None
@@ -183,19 +193,48 @@ def _as_deployed(args, url: str, wallet_nos: list[str]) -> int:
     try:
         node.wait_ready()
         key = env["CONSOLE_WALLET_SERVICE_KEY"]
-        clients = 2 * args.processes
+        clients = args.clients or args.processes
         print(f"database: {make_url(url).get_backend_name()}, gunicorn workers: {args.processes}, "
               f"client connections: {clients}, {args.seconds:.0f} s per phase, cores: {os.cpu_count()}, "
               f"wallets: {args.wallets}")
         api_rate(node.port, key, wallet_nos, PASSWORD, clients, 1.0)  # warm the workers up
-        raw = raw_argon2_processes(args.processes, args.seconds)
-        right, right_results = api_rate(node.port, key, wallet_nos, PASSWORD, clients, args.seconds)
-        wrong, wrong_results = api_rate(node.port, key, wallet_nos, "wrong-password", clients, args.seconds)
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(args.processes)
+        pool.map(_verify_for, [0.5] * args.processes)  # started, imported and warm before anything is measured
+        # Alternate the phases, round after round: whatever else the machine is doing weighs on
+        # both sides of each ratio alike.
+        rows = []
+        for round_ in range(args.rounds):
+            cpu = machine_busy()
+            raw = raw_argon2_processes(pool, args.processes, args.seconds)
+            raw_cpu, cpu = machine_busy() - cpu, machine_busy()
+            right, right_results = api_rate(node.port, key, wallet_nos, PASSWORD, clients, args.seconds)
+            right_cpu, cpu = machine_busy() - cpu, machine_busy()
+            wrong, wrong_results = api_rate(node.port, key, wallet_nos, "wrong-password", clients, args.seconds)
+            wrong_cpu = machine_busy() - cpu
+            # CPU seconds per operation, every process included.
+            per = (raw_cpu / (raw * args.seconds), right_cpu / sum(right_results.values()),
+                   wrong_cpu / sum(wrong_results.values()))
+            rows.append((raw, right, wrong, *per))
+            print(f"round {round_ + 1}: raw {raw:.1f}/s, right {right:.1f}/s ({right / raw:.2f} x), "
+                  f"wrong {wrong:.1f}/s ({wrong / raw:.2f} x); CPU ms per operation: raw {per[0] * 1000:.0f}, "
+                  f"right {per[1] * 1000:.0f}, wrong {per[2] * 1000:.0f}")
+        pool.close()
     finally:
         node.stop()
-    print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline ({args.processes} processes)")
-    print(f"{'wallet API sign-in, right password':<34}{right:>9.1f} /s   {right / raw:>5.2f} x baseline   {right_results}")
-    print(f"{'wallet API sign-in, wrong password':<34}{wrong:>9.1f} /s   {wrong / raw:>5.2f} x baseline   {wrong_results}")
+    import statistics
+
+    def median(values):
+        return statistics.median(list(values))
+
+    raw = median(r[0] for r in rows)
+    print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline ({args.processes} processes; median of rounds)")
+    for name, i in (("right password", 1), ("wrong password", 2)):
+        print(f"{'wallet API sign-in, ' + name:<34}{median(r[i] for r in rows):>9.1f} /s   "
+              f"{median(r[i] / r[0] for r in rows):>5.2f} x baseline (median of the rounds' ratios);   "
+              f"CPU per operation {median(r[i + 3] / r[3] for r in rows):.3f} x raw's, so "
+              f"{median(r[3] / r[i + 3] for r in rows):.2f} x raw's throughput on a saturated machine")
     return 0
 
 
