@@ -441,3 +441,20 @@ def test_the_request_log_leaves_the_recovery_id_out(app, api, caplog):
         api("POST", f"/recovery/{rid}/code", {"code": "000000"})
     lines = [r.getMessage() for r in caplog.records if "/recovery/" in r.getMessage()]
     assert lines and all(rid not in line for line in lines)
+
+
+def test_a_recovery_burst_alert_says_what_was_counted(app, api, client, login_as):
+    from console.models.customer import RiskAlert as Alert
+
+    from .conftest import make_branch
+
+    wallet_no = make_wallet()
+    get_wallet(wallet_no).home_branch_id = make_branch("BJ-001").id
+    db.session.commit()
+    for i in range(3):
+        start(api, wallet_no, ip=f"203.0.113.{i + 1}")
+    login_as("supervisor")
+    alert_id = db.session.scalars(select(Alert.id)).one()
+    for page in (client.get("/").get_data(as_text=True), client.get("/alerts/").get_data(as_text=True),
+                 client.get(f"/alerts/{alert_id}").get_data(as_text=True)):
+        assert "3 次自助找回" in page and "None" not in page

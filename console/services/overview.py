@@ -253,9 +253,9 @@ def approval_review(session: Session, actor: Actor, approval: Approval) -> Appro
         signals.append(RiskSignal("wallet_locked", "info", at=wallet.locked_at))
     for alert in session.scalars(select(RiskAlert).where(RiskAlert.wallet_id == wallet.id,
                                                          RiskAlert.status == "open")).all():
-        details = json.loads(alert.details or "{}")
-        signals.append(RiskSignal("open_alert", "high", at=alert.raised_at, count=details.get("failures"),
-                                  sources=details.get("sources"), minutes=details.get("window_minutes")))
+        count, sources, minutes = alert_counts(alert)
+        signals.append(RiskSignal("open_recovery_alert" if alert.rule == "recovery_burst" else "open_alert", "high",
+                                  at=alert.raised_at, count=count, sources=sources, minutes=minutes))
     attempts = wallet_signin.recent_failures(session, wallet, since=now - timedelta(hours=24), limit=200)
     if attempts:
         sources = len({a.source_ip or "-" for a in attempts})
@@ -287,10 +287,19 @@ class AlertView:
     rule: str | None = None
 
 
-def alert_view(alert: RiskAlert) -> AlertView:
+def alert_counts(alert: RiskAlert) -> tuple[int | None, int | None, int | None]:
+    """(what was counted, from how many addresses, within how many minutes) of an alert's rule:
+    failed sign-ins for ``failure_burst``, self-service recoveries (addresses or devices, whichever
+    reached the limit) for ``recovery_burst``."""
     details = json.loads(alert.details or "{}")
-    return AlertView(alert.raised_at, alert.wallet.wallet_no, alert.wallet.customer.name,
-                     details.get("failures"), details.get("sources"), details.get("window_minutes"),
+    if alert.rule == "recovery_burst":
+        sources = max(details.get("addresses") or 0, details.get("devices") or 0)
+        return details.get("recoveries"), sources, details.get("window_minutes")
+    return details.get("failures"), details.get("sources"), details.get("window_minutes")
+
+
+def alert_view(alert: RiskAlert) -> AlertView:
+    return AlertView(alert.raised_at, alert.wallet.wallet_no, alert.wallet.customer.name, *alert_counts(alert),
                      id=alert.id, customer_no=alert.wallet.customer.customer_no,
                      acknowledged_at=alert.acknowledged_at, owner=alert.owner, acknowledged_by=alert.acknowledged_by,
                      note=alert.handling_note, rule=alert.rule)
