@@ -173,7 +173,7 @@ def search_customers():
 def get_customer(customer_no):
     customer = perform(cases.get_customer, customer_no)
     recoveries = [{"started_at": row.started_at.isoformat(), "identified_by": row.identified_by,
-                   "status": row.status, "reason": row.failure_reason if row.matched else "details_mismatch",
+                   "status": row.status, "reason": row.reason,
                    "source_ip": row.source_ip, "device_id": row.device_id}
                   for row in recovery.recent(db.session, customer.id)]
     return answer(S.Customer, **_customer_json(customer), self_service=recoveries)

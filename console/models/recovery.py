@@ -42,6 +42,12 @@ class Recovery(db.Model):
     token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    @property
+    def reason(self) -> str | None:
+        """Why it failed or went to the counter; a start whose ID number did not match the wallet
+        it named never had a chance, and that is its reason."""
+        return self.failure_reason if self.matched else "details_mismatch"
+
     wallet: Mapped[Wallet | None] = relationship()
     customer: Mapped[Customer | None] = relationship()
 

@@ -101,16 +101,16 @@ def self_service_exceptions(session: Session, cond) -> dict:
     a 2FA or security-question change."""
     rules = policy.current()
     starts = and_(cond, AuditEvent.action == "recovery.start", AuditEvent.customer_ref.is_not(None))
-    many = session.execute(
-        select(AuditEvent.customer_ref, func.count(), func.count(func.distinct(AuditEvent.source_ip)))
-        .where(starts).group_by(AuditEvent.customer_ref)
-        .having(func.count() >= rules.review.repeated_recoveries)
-        .order_by(func.count().desc()).limit(10)).all()
-    addresses = session.execute(
-        select(AuditEvent.customer_ref, func.count(func.distinct(AuditEvent.source_ip)), func.count())
-        .where(starts).group_by(AuditEvent.customer_ref)
-        .having(func.count(func.distinct(AuditEvent.source_ip)) >= rules.risk.recovery_sources)
-        .order_by(func.count(func.distinct(AuditEvent.source_ip)).desc()).limit(10)).all()
+    addresses_of = func.count(func.distinct(AuditEvent.source_ip))
+    # One pass over the starts for both lists: (customer, recoveries, addresses).
+    flagged = session.execute(
+        select(AuditEvent.customer_ref, func.count(), addresses_of).where(starts).group_by(AuditEvent.customer_ref)
+        .having((func.count() >= rules.review.repeated_recoveries) | (addresses_of >= rules.risk.recovery_sources))
+        ).all()
+    many = sorted(((ref, n, a) for ref, n, a in flagged if n >= rules.review.repeated_recoveries),
+                  key=lambda r: -r[1])[:10]
+    addresses = sorted(((ref, a, n) for ref, n, a in flagged if a >= rules.risk.recovery_sources),
+                       key=lambda r: -r[1])[:10]
     completed = session.scalars(select(AuditEvent).where(
         cond, AuditEvent.action == "wallet.password_reset", AuditEvent.channel == "self_service")
         .order_by(AuditEvent.seq.desc()).limit(200)).all()

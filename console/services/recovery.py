@@ -46,6 +46,7 @@ from .errors import InvalidInput, NotFound
 
 ACTION = "recovery"  # events: recovery.start, recovery.code, recovery.factor, recovery.complete, ...
 CODE_KIND = "recovery_code"
+LIVE = ("code_sent", "code_verified", "verified")  # a recovery still under way
 
 
 def _rules():
@@ -159,9 +160,6 @@ def start(session: Session, *, wallet_no: str | None, mobile: str | None, id_typ
     return handle, Step("sms_code", row, remaining_tries=rules.verification.code_tries)
 
 
-LIVE = ("code_sent", "code_verified", "verified")
-
-
 def _supersede(session: Session, row: Recovery) -> None:
     """A new recovery ends the customer's earlier ones still under way. One left after a wrong code
     counts against the customer like a failed one (``failed_recently``): starting again is no way
@@ -231,7 +229,7 @@ def find(session: Session, handle: str) -> Recovery:
 
 
 def _expire_if_due(session: Session, row: Recovery) -> bool:
-    if row.status in ("completed", "failed", "sent_to_counter", "expired") or row.expires_at > utcnow():
+    if row.status not in LIVE or row.expires_at > utcnow():
         return False
     moved = session.execute(update(Recovery).where(Recovery.id == row.id, Recovery.status == row.status)
                             .values(status="expired", finished_at=utcnow())

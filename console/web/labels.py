@@ -196,6 +196,10 @@ AUDIT_REASON_LABELS = {
     "failure_burst": _l("burst of failed sign-ins from several addresses"),
     "claim_expired": _l("sign-in interrupted"),
     "recovery_expired": _l("not finished in time"),
+    "recovery_burst": _l("self-service recoveries from several addresses or devices"),
+    "no_such_wallet": _l("no wallet has this number or mobile"),
+    "self_service_recovery": _l("reset by the customer in the wallet app"),
+    "repeated_failures": _l("repeated failed verifications"),
 }
 
 CASE_STATUS_LABELS = {

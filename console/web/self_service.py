@@ -13,15 +13,12 @@ def history(customer_id: int) -> dict:
     """The customer's recoveries of the policy's last days, worded for the page, newest first."""
     rows = []
     for row in recovery.recent(db.session, customer_id):
-        status = row.status
-        # A start whose ID number did not match never had a chance: that is its story.
-        reason = row.failure_reason if row.matched else "details_mismatch"
         rows.append({
             "started_at": row.started_at,
             "identified_by": RECOVERY_IDENTIFIED_BY_LABELS.get(row.identified_by, row.identified_by),
-            "status": status,
-            "status_label": RECOVERY_STATUS_LABELS.get(status, status),
-            "reason_label": RECOVERY_REASON_LABELS.get(reason) if reason else None,
+            "status": row.status,
+            "status_label": RECOVERY_STATUS_LABELS.get(row.status, row.status),
+            "reason_label": RECOVERY_REASON_LABELS.get(row.reason) if row.reason else None,
             "to_counter": row.status == "sent_to_counter" or (row.matched and row.status == "failed"),
             "source_ip": row.source_ip,
             "device_id": row.device_id,
