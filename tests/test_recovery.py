@@ -458,3 +458,50 @@ def test_a_recovery_burst_alert_says_what_was_counted(app, api, client, login_as
     for page in (client.get("/").get_data(as_text=True), client.get("/alerts/").get_data(as_text=True),
                  client.get(f"/alerts/{alert_id}").get_data(as_text=True)):
         assert "3 次自助找回" in page and "None" not in page
+
+
+def test_a_crash_before_any_statement_of_the_last_step_changes_nothing(app, api):
+    """The password step is one transaction: killed before any of its statements, the password,
+    the lock, the recovery and the audit trail are as they were, and the same token still works
+    (the run with no statement left to kill before is the one that completes)."""
+    from console.services import audit, recovery
+
+    from .faults.crash import Crash, crash_before_statement
+
+    wallet_no = make_wallet(with_2fa=False)
+    lock_by_wrong_passwords(api, wallet_no)
+    rid = start(api, wallet_no).get_json()["recovery_id"]
+    asked = api("POST", f"/recovery/{rid}/code", {"code": sms_code()}).get_json()["questions"]
+    token = api("POST", f"/recovery/{rid}/second-factor",
+                {"answers": [{"code": c, "answer": ANSWERS[c]} for c in asked]}).get_json()["recovery_token"]
+    before = (get_wallet(wallet_no).password_hash, len(audit_events()))
+
+    def complete():
+        try:
+            recovery.complete(db.session, rid, token, NEW_PASSWORD)
+            db.session.commit()
+        finally:
+            db.session.rollback()
+
+    # Before the 1st statement, the 2nd, ... until a run has no n-th statement: it completed.
+    n = 0
+    while True:
+        n += 1
+        with crash_before_statement(db.engine, n) as fired:
+            try:
+                complete()
+            except Crash:
+                pass
+        db.session.remove()
+        if fired["at"] is None:
+            break
+        wallet = get_wallet(wallet_no)
+        assert (wallet.password_hash, len(audit_events())) == before and wallet.lock_kind == "temporary", n
+        assert db.session.scalars(select(Recovery.status)).one() == "verified"
+    assert n > 5
+    wallet = get_wallet(wallet_no)
+    assert wallet.password_hash != before[0] and wallet.lock_kind is None
+    assert db.session.scalars(select(Recovery.status)).one() == "completed"
+    again = api("POST", f"/recovery/{rid}/password", {"recovery_token": token, "new_password": NEW_PASSWORD})
+    assert again.status_code == 409
+    assert audit.verify_chain(db.session).intact
