@@ -190,6 +190,14 @@ class BaseConfig:
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     DEMO_ALLOWED = True
 
+    # The audit chain (docs/audit-chain.md). "commit": a request chains its own events right after
+    # its COMMIT and returns once they are in the trail; "background": writers don't wait, a
+    # sequencer thread in every process chains every AUDIT_SEQUENCER_INTERVAL seconds (one at a
+    # time across nodes), so appends scale with writers. Both keep an event in its change's
+    # transaction.
+    AUDIT_CHAIN_MODE = "commit"
+    AUDIT_SEQUENCER_INTERVAL = 0.2
+
     @classmethod
     def load(cls) -> dict:
         """Return this class's settings with ``CONSOLE_*`` environment overrides applied."""
@@ -232,6 +240,8 @@ def _coerce(raw: str, default):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
         return int(raw)
+    if isinstance(default, float):
+        return float(raw)
     if isinstance(default, timedelta):
         return timedelta(seconds=int(raw))
     if isinstance(default, (tuple, list)):

@@ -44,6 +44,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     csrf.init_app(app)
     login_manager.init_app(app)
     audit.install_hooks()
+    from .services import sequencer
+
+    sequencer.init_app(app)
     answers.install_hooks()
 
     from .web import i18n, inputs, security

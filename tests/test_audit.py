@@ -46,10 +46,12 @@ def test_canonical_form_is_versioned_sorted_and_compact(app):
     event = audit_events()[0]
     row = {k: getattr(event, k) for k in audit.CHAINED_FIELDS}
     body = audit.canonical(row).decode()
-    assert body.startswith('{"action":"test.event"') and ", " not in body and '"chain_version":1' in body
+    fields = body.split("\t")
+    assert fields[0] == str(event.seq) and fields[-1] == event.prev_hash and fields[-2] == "2"
+    assert "test.event" in fields and len(fields) == len(audit.CHAINED_FIELDS)
     import hashlib
 
-    assert hashlib.sha256(event.prev_hash.encode() + body.encode()).hexdigest() == event.hash
+    assert hashlib.sha256(body.encode()).hexdigest() == event.hash
 
 
 def test_event_fields_record_the_actor(app):
@@ -156,7 +158,7 @@ def test_verify_names_a_rehashed_edit(app):
     event = audit_events()[2]
     row = {k: getattr(event, k) for k in audit.CHAINED_FIELDS}
     row["outcome"] = "failed"
-    forged = audit.event_hash(row["prev_hash"], row)
+    forged = audit.event_hash(row)
     _behind_the_triggers_back(f"UPDATE audit_event SET outcome = 'failed', hash = '{forged}' WHERE seq = 3")
     report = audit.verify_chain(db.session)
     assert (report.intact, report.first_bad_seq) == (False, 4)
@@ -211,7 +213,7 @@ def test_concurrent_appends_keep_one_gapless_chain(app, backend):
     assert report.intact and report.count == 1600
 
 
-def test_event_time_is_when_it_was_chained_and_never_before_the_previous_event(app):
+def test_event_time_is_when_it_was_recorded_and_never_before_the_previous_event(app):
     """An event recorded early in a long transaction, or on a node whose clock lags, still gets
     a time no earlier than the event chained before it."""
     from datetime import timedelta
@@ -235,7 +237,7 @@ def test_event_time_is_when_it_was_chained_and_never_before_the_previous_event(a
     timeutil.set_offset(timedelta(seconds=5))
     db.session.commit()
     third = audit_events("test.third")[0]
-    assert third.occurred_at >= recorded_at + timedelta(seconds=4)
+    assert recorded_at - timedelta(seconds=1) <= third.occurred_at <= recorded_at
     assert audit.verify_chain(db.session).intact
 
 

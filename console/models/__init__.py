@@ -1,5 +1,5 @@
 """Models, one module per area; importing this package registers them all."""
-from .audit import AuditCheckpoint, AuditEvent, ChainHead  # noqa: F401
+from .audit import AuditCheckpoint, AuditEvent, AuditIntake, AuditStreamCursor, ChainHead  # noqa: F401
 from .customer import (Customer, LoginAttempt, RiskAlert, SecurityQuestion, TwoFactorBinding,  # noqa: F401
                        Wallet, WalletLock, WalletPasswordHistory)
 from .service import Approval, Case, CaseNote, Receipt, RegistryEntry, Verification  # noqa: F401

@@ -74,6 +74,34 @@ class AuditCheckpoint(db.Model):
     signature: Mapped[str] = mapped_column(String(128))
 
 
+class AuditIntake(db.Model):
+    """Events a committed transaction recorded, waiting for the sequencer to chain them.
+
+    One row per transaction, written in that transaction: the events (JSON) and an HMAC digest
+    over them, so a row changed while it waits is refused rather than chained. The sequencer
+    moves rows into ``audit_event`` (numbered, chained) and deletes them in one transaction.
+    See docs/audit-chain.md.
+    """
+
+    __tablename__ = "audit_intake"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    events: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class AuditStreamCursor(db.Model):
+    """How far an outside consumer of the chain (the SIEM exporter) has got: the last seq delivered."""
+
+    __tablename__ = "audit_stream_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 def append_only_ddl(dialect: str, table: str = "audit_event") -> list[str]:
     """Triggers that refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) on an audit table."""
     if dialect == "sqlite":

@@ -1,36 +1,36 @@
-"""Writing and verifying the hash-chained audit trail (DESIGN.md section 4).
+"""Writing and verifying the hash-chained audit trail (DESIGN.md section 4, docs/audit-chain.md).
 
-A service calls :func:`record` inside its transaction. The event is chained and
-inserted by a ``before_commit`` hook: the chain-head row is updated as the last
-statements before COMMIT, so its row lock is held only through the commit and
-concurrent writers are serialised on it (never on "the newest event row").
+A service calls :func:`record` inside its transaction. At COMMIT the transaction's events are
+written as one ``audit_intake`` row (with an HMAC digest), in that transaction: the events exist
+if and only if the change does. Writers never touch the chain head, so they do not wait on each
+other's COMMIT. The sequencer (``sequencer.chain_pending``) then numbers the committed intake rows'
+events gaplessly, chains them (chain version 2, ``console/audit_verifier.py``) and moves them into
+``audit_event`` in one transaction, in batches. In the default "commit" mode the committing
+process chains right after its own COMMIT, so a request's events are in ``audit_event`` when it
+returns; in "background" mode a sequencer thread does it within a fraction of a second.
 If the transaction rolls back, the pending events go with it.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from sqlalchemy import event, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, insert, select
+from sqlalchemy.orm import Session, scoped_session
 
+from .. import audit_verifier
 from ..codes import OUTCOMES
-from ..models.audit import GENESIS_HASH, AuditEvent, ChainHead
+from ..models.audit import GENESIS_HASH, AuditIntake, ChainHead
 from ..timeutil import utcnow
 from .actor import Actor
 
-CHAIN_VERSION = 1
+CHAIN_VERSION = audit_verifier.CURRENT_VERSION
+CHAINED_FIELDS = audit_verifier.FIELDS
 _PENDING = "audit_pending"
-
-# Fields covered by the hash, in the canonical form of version 1.
-CHAINED_FIELDS = (
-    "seq", "occurred_at", "actor_type", "actor_id", "actor_employee_no", "actor_role",
-    "actor_branch", "source_ip", "session_id", "channel", "action", "outcome", "reason_code",
-    "customer_ref", "case_ref", "verification_id", "approval_id", "receipt_no",
-    "before_state", "after_state", "details", "chain_version", "prev_hash",
-)
+_WROTE_INTAKE = "audit_wrote_intake"
 
 
 def _json(value: Any) -> str | None:
@@ -56,13 +56,13 @@ def record(
     details: dict | None = None,
     channel: str | None = None,
 ) -> dict:
-    """Queue an audit event in ``session``'s transaction; it is chained at commit."""
+    """Queue an audit event in ``session``'s transaction; it is written to the intake at commit."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     if actor.interface == "api":
         details = {**(details or {}), "interface": "api"}
     row = {
-        "occurred_at": utcnow(),  # replaced by the time it is chained, at commit
+        "occurred_at": utcnow(),
         "actor_type": actor.kind,
         "actor_id": actor.staff_id,
         "actor_employee_no": actor.employee_no,
@@ -84,6 +84,11 @@ def record(
         "details": _json(details),
         "chain_version": CHAIN_VERSION,
     }
+    own = session() if isinstance(session, scoped_session) else session
+    if not own.in_transaction():
+        # Begin the session's transaction (no SQL yet) so that a rollback before any statement
+        # still drops this event: SQLAlchemy fires no rollback event for a session never begun.
+        own.begin()
     session.info.setdefault(_PENDING, []).append(row)
     return row
 
@@ -94,73 +99,72 @@ def record_refusal(session: Session, actor: Actor, refusal: dict) -> dict:
     return record(session, actor, fields.pop("action"), **fields)
 
 
-def _iso(value) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def canonical(row: dict) -> bytes:
-    """Canonical JSON (version tag, sorted keys, compact) of the hashed fields."""
-    version = row["chain_version"]
-    if version != 1:
-        raise ValueError(f"unknown chain version {version}")
-    doc = {k: row[k] for k in CHAINED_FIELDS}
-    doc["occurred_at"] = _iso(row["occurred_at"])
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The canonical bytes an event's hash covers (version 1: JSON; version 2: one line)."""
+    if row["chain_version"] == 1:
+        return audit_verifier.canonical_v1(row)
+    if row["chain_version"] == 2:
+        return audit_verifier.encode_v2(row)
+    raise ValueError(f"unknown chain version {row['chain_version']}")
 
 
-def event_hash(prev_hash: str, row: dict) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical(row)).hexdigest()
+def event_hash(row: dict) -> str:
+    return audit_verifier.event_hash(row)
 
 
-def _append_pending(session: Session) -> None:
-    """Chain the transaction's events as its last statements; each carries the time it was chained.
+# --- the intake: what a transaction hands to the sequencer ----------------------------
 
-    ``occurred_at`` is taken while the chain-head row is locked, and never earlier than the head's
-    last ``updated_at``, so it never runs backwards against ``seq`` (not even across nodes whose
-    clocks differ slightly). The event is chained within milliseconds of the change it records,
-    in the same transaction.
-    """
+
+def _intake_key() -> bytes:
+    from .. import crypto
+
+    return hmac.new(crypto.key("AUDIT_SIGNING_KEY"), b"branch-console audit intake v1", hashlib.sha256).digest()
+
+
+def intake_digest(events_json: str, key: bytes | None = None) -> str:
+    """HMAC-SHA256 of an intake row's events: a row edited while it waits is refused, not chained."""
+    return hmac.new(key or _intake_key(), events_json.encode(), hashlib.sha256).hexdigest()
+
+
+def _encode_intake(pending: list[dict]) -> str:
+    rows = [{**row, "occurred_at": audit_verifier.iso_utc(row["occurred_at"])} for row in pending]
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
+def _write_intake(session: Session) -> None:
+    """The transaction's events, as its last statement before COMMIT: one intake row."""
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    head_seq, prev, last = session.execute(
-        update(ChainHead)
-        .where(ChainHead.id == 1)
-        .values(seq=ChainHead.seq + len(pending))
-        .returning(ChainHead.seq, ChainHead.hash, ChainHead.updated_at)
-        .execution_options(synchronize_session=False)
-    ).one()
-    now = utcnow()
-    if last is not None and last > now:
-        now = last
-    seq = head_seq - len(pending)
-    for row in pending:
-        seq += 1
-        row["seq"] = seq
-        row["occurred_at"] = now
-        row["prev_hash"] = prev
-        row["hash"] = prev = event_hash(prev, row)
-    session.execute(insert(AuditEvent.__table__), pending)
-    session.execute(
-        update(ChainHead).where(ChainHead.id == 1).values(hash=prev, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    body = _encode_intake(pending)
+    session.execute(insert(AuditIntake.__table__),
+                    {"recorded_at": utcnow(), "events": body, "digest": intake_digest(body)})
+    session.info[_WROTE_INTAKE] = True
 
 
 def _drop_pending(session: Session, *args) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_WROTE_INTAKE, None)
 
 
 def install_hooks() -> None:
     if not event.contains(Session, "before_commit", _before_commit):
         event.listen(Session, "before_commit", _before_commit)
+        event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_soft_rollback", _drop_pending)
 
 
 def _before_commit(session: Session) -> None:
     if session.info.get(_PENDING):
         session.flush()
-        _append_pending(session)
+        _write_intake(session)
+
+
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_WROTE_INTAKE, None):
+        from . import sequencer
+
+        sequencer.after_commit(session)
 
 
 # --- verification -----------------------------------------------------------------
@@ -175,26 +179,137 @@ class ChainReport:
     head_seq: int = 0
     head_hash: str = GENESIS_HASH
     checkpoints: int = 0
+    anchors: int = 0
+    pending: int = 0  # intake rows (transactions) committed but not chained yet
+    lag_seconds: float | None = None  # how long the oldest of them has waited
 
 
-def _rows(session: Session, batch: int = 2000) -> Iterable[dict]:
+_KIND_REASONS = {
+    "missing": "event {seq} is missing",
+    "duplicate": "sequence number {seq} occurs twice (duplicate)",
+    "link": "link to the previous event is broken (removed or reordered)",
+    "content": "event content was changed",
+}
+
+# The fields as the database streams them in canonical order; ``hash`` last.
+_COPY_COLUMNS = ", ".join(
+    ("to_char(occurred_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')" if name == "occurred_at" else name)
+    for name in CHAINED_FIELDS) + ", hash"
+PARALLEL_FROM = 200_000  # below this many events one process is faster than starting workers
+
+
+def _copy_sql(lo: int, hi: int) -> str:
+    return (f"COPY (SELECT {_COPY_COLUMNS} FROM audit_event WHERE seq BETWEEN {int(lo)} AND {int(hi)} "
+            "ORDER BY seq) TO STDOUT")
+
+
+def _scan_copy(conn, lo: int, hi: int, want, prev_hash: str | None) -> audit_verifier.LineChecker:
+    checker = audit_verifier.LineChecker(lo, prev_hash, want)
+    with conn.cursor() as cur:
+        with cur.copy(_copy_sql(lo, hi)) as copy:
+            # Read to the end even after a problem: a COPY left half-read leaves the connection busy.
+            for lines in audit_verifier.split_lines(copy):
+                if checker.problem is None:
+                    checker.feed(lines)
+    return checker
+
+
+def _segment_worker(dsn: str, lo: int, hi: int, want) -> dict:
+    """One segment, in a worker process with its own connection (``flask audit verify``)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        checker = _scan_copy(conn, lo, hi, want, None)
+    return {"expected": checker.expected, "count": checker.count, "problem": checker.problem,
+            "first_prev": checker.first_prev, "last": checker.last_hash, "seen": checker.seen}
+
+
+def _scan_sqlite(session: Session, want) -> audit_verifier.LineChecker:
+    from ..models.audit import AuditEvent
+
     cols = [AuditEvent.__table__.c[name] for name in CHAINED_FIELDS + ("hash",)]
-    last = 0
+    checker = audit_verifier.LineChecker(1, GENESIS_HASH, want)
+    last = None
     while True:
-        chunk = session.execute(
-            select(*cols).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
-        ).mappings().all()
+        query = select(*cols).order_by(AuditEvent.seq).limit(5000)
+        if last is not None:
+            query = query.where(AuditEvent.seq > last)
+        chunk = session.execute(query).mappings().all()
         if not chunk:
-            return
-        yield from chunk
+            return checker
+        lines = [audit_verifier.encode_v2(row) + b"\t" + row["hash"].encode() for row in chunk]
+        if not checker.feed(lines):
+            return checker
         last = chunk[-1]["seq"]
+
+
+def _scan(session: Session, head_seq: int, want, workers: int) -> dict:
+    """Walk every event in sequence order; the first problem and the hashes at ``want``."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        c = _scan_sqlite(session, want)
+        return {"count": c.count, "problem": c.problem, "last": c.last_hash or GENESIS_HASH, "seen": c.seen,
+                "expected": c.expected}
+    from ..models.audit import AuditEvent
+
+    top = max(head_seq, session.execute(select(func.max(AuditEvent.seq))).scalar() or 0)
+    if workers <= 1 or top < PARALLEL_FROM:
+        conn = session.connection().connection.driver_connection
+        c = _scan_copy(conn, 1, max(top, 1), want, GENESIS_HASH)
+        return {"count": c.count, "problem": c.problem, "last": c.last_hash or GENESIS_HASH, "seen": c.seen,
+                "expected": c.expected}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    dsn = bind.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    step = -(-top // workers)
+    bounds = [(lo, min(top, lo + step - 1)) for lo in range(1, top + 1, step)]
+    with ProcessPoolExecutor(len(bounds), mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(pool.map(_segment_worker, [dsn] * len(bounds), [b[0] for b in bounds],
+                              [b[1] for b in bounds], [frozenset(want)] * len(bounds)))
+    # Join the segments at their boundaries: each must start where the previous one ended.
+    count, prev, seen = 0, GENESIS_HASH, {}
+    for (lo, hi), part in zip(bounds, parts):
+        seen.update(part["seen"])
+        if part["first_prev"] is not None and part["first_prev"] != prev:
+            return {"count": count, "problem": (lo, "link"), "last": prev, "seen": seen, "expected": lo}
+        count += part["count"]
+        if part["problem"] is not None:
+            return {"count": count, "problem": part["problem"], "last": part["last"] or prev, "seen": seen,
+                    "expected": part["expected"]}
+        if part["expected"] != hi + 1 and hi != bounds[-1][1]:  # a short last segment is a cut tail
+            return {"count": count, "problem": (part["expected"], "missing"), "last": part["last"] or prev,
+                    "seen": seen, "expected": part["expected"]}
+        prev = part["last"] or prev
+    return {"count": count, "problem": None, "last": prev, "seen": seen, "expected": count + 1}
+
+
+def _anchor_valid(anchor: dict, key) -> bool:
+    """A checkpoint statement held outside the database: its Ed25519 signature, with ``key``."""
+    from datetime import datetime
+
+    from cryptography.exceptions import InvalidSignature
+
+    from . import checkpoints
+
+    try:
+        signed_at = anchor["signed_at"]
+        if isinstance(signed_at, str):
+            signed_at = datetime.fromisoformat(signed_at)
+        (key or checkpoints.public_key()).verify(
+            bytes.fromhex(anchor["signature"]), checkpoints.statement(int(anchor["seq"]), anchor["hash"], signed_at))
+        return True
+    except (InvalidSignature, ValueError, KeyError, TypeError):
+        return False
 
 
 def record_verification(session: Session, actor: Actor, report: ChainReport) -> dict:
     """The audit event of a chain verification (the CLI and the auditor's page both write it)."""
     return record(session, actor, "audit.verify", outcome="success" if report.intact else "failed",
-                  details={"intact": report.intact, "events": report.count,
-                           "first_bad_seq": report.first_bad_seq, "reason": report.reason})
+                  details={"intact": report.intact, "events": report.count, "anchors": report.anchors,
+                           "first_bad_seq": report.first_bad_seq, "reason": report.reason,
+                           "pending": report.pending})
 
 
 def verify_and_record(session: Session, actor: Actor) -> ChainReport:
@@ -204,51 +319,72 @@ def verify_and_record(session: Session, actor: Actor) -> ChainReport:
     return report
 
 
-def verify_chain(session: Session, *, public_key=None) -> ChainReport:
-    """Walk the chain; report the first sequence number changed, removed, reordered or cut off.
+def verify_chain(session: Session, *, public_key=None, anchors=None, workers: int = 1) -> ChainReport:
+    """Walk the chain; report the first sequence number changed, removed, duplicated, reordered or cut off.
 
-    Every signed checkpoint is checked too: its signature, and that the event at its sequence
-    number still has the hash it signed, so a chain cut short (head row included) is caught.
+    Every signed checkpoint is checked too, those in the database and the ``anchors`` an auditor
+    holds outside it (checked with ``public_key``, the auditor's copy of the key): its signature,
+    and that the event at its sequence number still has the hash it signed. So a chain cut short
+    (head row included), or rewritten with every later hash recomputed, is caught, and deleting the
+    checkpoint rows does not hide it. ``workers`` > 1 verifies segments in parallel processes
+    (PostgreSQL, ``flask audit verify``) and joins them at their boundaries.
     """
-    from . import checkpoints
+    from . import checkpoints, sequencer
 
     head = session.get(ChainHead, 1)
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    pending, lag = sequencer.backlog(session)
+
+    def report(intact, count, bad=None, reason=None, signed=(), held=()):
+        return ChainReport(intact, count, bad, reason, head_seq, head_hash, len(signed), len(held), pending, lag)
+
     signed = checkpoints.all_checkpoints(session)
+    held = list(anchors or ())
     for cp in signed:
         if not checkpoints.signature_valid(cp, public_key):
-            return ChainReport(False, 0, cp.seq, f"checkpoint {cp.id} has an invalid signature", head_seq, head_hash)
-    at_seq = {}
-    for cp in signed:
-        at_seq.setdefault(cp.seq, []).append(cp)
-    expected, prev, count = 1, GENESIS_HASH, 0
-    for row in _rows(session):
-        seq = row["seq"]
-        if seq != expected:
-            return ChainReport(False, count, expected, f"event {expected} is missing", head_seq, head_hash)
-        if row["prev_hash"] != prev:
-            return ChainReport(False, count, seq, "link to the previous event is broken (removed or reordered)",
-                               head_seq, head_hash)
-        if event_hash(prev, dict(row)) != row["hash"]:
-            return ChainReport(False, count, seq, "event content was changed", head_seq, head_hash)
-        for cp in at_seq.get(seq, ()):
-            if cp.hash != row["hash"]:
-                return ChainReport(False, count, seq, f"event differs from signed checkpoint {cp.id}",
-                                   head_seq, head_hash)
-        prev = row["hash"]
-        expected += 1
-        count += 1
-    beyond = [cp for cp in signed if cp.seq > count]
-    if beyond:
-        return ChainReport(False, count, count + 1,
-                           f"events {count + 1}..{beyond[-1].seq} were cut off after signed checkpoint {beyond[-1].id}",
-                           head_seq, head_hash)
-    if head_seq != count:
+            return report(False, 0, cp.seq, f"checkpoint {cp.id} has an invalid signature", signed, held)
+    for anchor in held:
+        if not _anchor_valid(anchor, public_key):
+            return report(False, 0, anchor["seq"],
+                          f"the held checkpoint at seq {anchor['seq']} does not verify with the given public key",
+                          signed, held)
+    # Every signed statement, in sequence order, named as the auditor would name it.
+    marks = sorted({(cp.seq, cp.hash, f"signed checkpoint {cp.id}") for cp in signed}
+                   | {(a["seq"], a["hash"], f"held checkpoint at seq {a['seq']}") for a in held})
+    scan = _scan(session, head_seq, {m[0] for m in marks}, workers)
+    count = scan["count"]
+    problems = []
+    if scan["problem"] is not None:
+        seq, kind = scan["problem"]
+        problems.append((seq, 0, _KIND_REASONS[kind].format(seq=seq)))
+    end = scan["problem"][0] - 1 if scan["problem"] is not None else count
+    previous = 0
+    for seq, signed_hash, name in marks:
+        if seq > end:
+            if scan["problem"] is None:
+                problems.append((end + 1, 1, f"events {end + 1}..{seq} were cut off after {name}"))
+            break
+        if seq == 0:
+            continue
+        if scan["seen"].get(seq) != signed_hash:
+            problems.append((previous + 1, 1, f"events between seq {previous + 1} and {seq} were rewritten "
+                                                f"(they no longer match {name})"))
+            break
+        previous = seq
+    stored = {(cp.seq, cp.hash) for cp in signed}
+    for anchor in held:
+        if (anchor["seq"], anchor["hash"]) not in stored:
+            problems.append((anchor["seq"], 2, f"the checkpoint at seq {anchor['seq']} held outside the database "
+                                                "is missing from it (checkpoint rows deleted)"))
+            break
+    if not problems and head_seq != count:
         if head_seq > count:
-            return ChainReport(False, count, count + 1,
-                               f"events {count + 1}..{head_seq} were cut off", head_seq, head_hash)
-        return ChainReport(False, count, head_seq + 1, "events beyond the chain head", head_seq, head_hash)
-    if head_hash != prev:
-        return ChainReport(False, count, count or None, "chain head hash does not match the last event",
-                           head_seq, head_hash)
-    return ChainReport(True, count, head_seq=head_seq, head_hash=head_hash, checkpoints=len(signed))
+            problems.append((count + 1, 3, f"events {count + 1}..{head_seq} were cut off"))
+        else:
+            problems.append((head_seq + 1, 3, "events beyond the chain head"))
+    if not problems and head_hash != scan["last"]:
+        problems.append((count or None, 3, "chain head hash does not match the last event"))
+    if problems:
+        seq, _rank, reason = min(problems, key=lambda p: (p[0] or 0, p[1]))
+        return report(False, count, seq, reason, signed, held)
+    return report(True, count, signed=signed, held=held)

@@ -316,11 +316,16 @@ class ChainState:
     head: ChainHead | None
     checkpoints: list  # the newest signed checkpoints, newest first
     key_id: str
+    pending: int = 0  # transactions committed whose events are not chained yet
+    lag_seconds: float | None = None  # how long the oldest of them has waited
 
 
 def chain_state(session: Session, *, last: int = 20) -> ChainState:
+    from . import sequencer
+
+    pending, lag = sequencer.backlog(session)
     return ChainState(session.get(ChainHead, 1), checkpoints.all_checkpoints(session)[-last:][::-1],
-                      checkpoints.key_id())
+                      checkpoints.key_id(), pending, lag)
 
 
 # --- home pages: the work in front of each role ------------------------------------------------------

@@ -305,4 +305,4 @@ def check(session: Session, receipt_no: str, code: str) -> dict:
 
 def _event_intact(event: AuditEvent) -> bool:
     row = {k: getattr(event, k) for k in audit.CHAINED_FIELDS}
-    return audit.event_hash(event.prev_hash, row) == event.hash
+    return audit.event_hash(row) == event.hash

@@ -68,7 +68,7 @@ def event(seq):
     def pretty(value):
         return json.dumps(json.loads(value), ensure_ascii=False, indent=2, sort_keys=True) if value else ""
 
-    recomputed = audit.event_hash(row.prev_hash, {k: getattr(row, k) for k in audit.CHAINED_FIELDS})
+    recomputed = audit.event_hash({k: getattr(row, k) for k in audit.CHAINED_FIELDS})
     return render_template("auditing/event.html", e=row, before=pretty(row.before_state), after=pretty(row.after_state),
                            details=pretty(row.details), hash_ok=recomputed == row.hash)
 
@@ -136,7 +136,8 @@ def chain():
             flash(_("The audit chain is broken at sequence number %(seq)s.", seq=report.first_bad_seq), "error")
     state = overview.chain_state(db.session)
     return render_template("auditing/chain.html", form=form, head=state.head, report=report,
-                           checkpoints=state.checkpoints, key_id=state.key_id)
+                           checkpoints=state.checkpoints, key_id=state.key_id, pending=state.pending,
+                           lag=state.lag_seconds)
 
 
 @bp.route("/public-key.pem", methods=["GET"])

@@ -1,0 +1,234 @@
+"""The sequencer: numbers, chains and files the audit events that transactions committed.
+
+Writers put their events in ``audit_intake`` (one row per transaction, in that transaction; see
+``audit.record``). :func:`chain_pending` takes the committed intake rows in id order, under the
+chain-head row's lock: it checks each row's digest, gives its events the next gapless sequence
+numbers, chains them (chain version 2), inserts them into ``audit_event``, deletes the intake rows
+and moves the head, all in ONE transaction. A crash or a dropped connection anywhere in it rolls
+all of it back and the rows wait for the next run; nothing is numbered twice or skipped.
+
+The head row's lock is the election: one sequencer at a time across nodes. A sequencer that is
+killed releases it with its connection, and the next one (any node, any mode) takes over.
+
+Modes (``AUDIT_CHAIN_MODE``): "commit", the committing process chains right after its own COMMIT
+(waiting for a sequencer that is busy), so a request's events are in ``audit_event`` when it
+returns; "background", writers don't wait: a thread in every process (and ``flask audit
+sequencer``, if run) chains every ``AUDIT_SEQUENCER_INTERVAL`` seconds and whenever a local commit
+wakes it. See docs/audit-chain.md for the argument.
+
+The sequencer commits: like the SMS worker it is a worker, not a service inside a request's
+transaction (``boundary.commit`` is the requests' single commit; this is the chain's).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from .. import audit_verifier, faults
+from ..models.audit import AuditEvent, AuditIntake, ChainHead
+from ..timeutil import utcnow
+from . import audit
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 500  # intake rows per chaining transaction
+
+
+def _lock_head(session: Session, wait: bool):
+    """The head row, locked for this transaction; None if another sequencer holds it (no wait)."""
+    query = select(ChainHead.seq, ChainHead.hash, ChainHead.updated_at).where(ChainHead.id == 1)
+    if session.get_bind().dialect.name == "sqlite":
+        # Take SQLite's write lock first: a read that later upgrades could fail with "busy".
+        session.execute(text("UPDATE audit_chain_head SET seq = seq WHERE id = 1"))
+        return session.execute(query).first()
+    return session.execute(query.with_for_update(skip_locked=not wait)).first()
+
+
+def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
+    """One transaction: (events chained, intake rows taken)."""
+    with Session(bind=bind, expire_on_commit=False) as session:
+        head = _lock_head(session, wait)
+        if head is None:
+            session.rollback()
+            return 0, 0
+        rows = session.execute(
+            select(AuditIntake.id, AuditIntake.events, AuditIntake.digest).order_by(AuditIntake.id).limit(limit)
+        ).all()
+        if not rows:
+            session.rollback()
+            return 0, 0
+        key = audit._intake_key()
+        seq, prev = head.seq, head.hash
+        # An event's time is when its transaction recorded it, but never earlier than the event
+        # chained before it: time never runs backwards against seq, not even across nodes whose
+        # clocks differ slightly or for a long transaction that commits late.
+        last = audit_verifier.iso_utc(head.updated_at) if head.updated_at is not None else ""
+        events, taken = [], []
+        for row in rows:
+            if not hmac.compare_digest(audit.intake_digest(row.events, key), row.digest):
+                log.error("audit intake row %s fails its digest: left in the intake, not chained", row.id)
+                continue
+            for event in json.loads(row.events):
+                if event["occurred_at"] < last:
+                    event["occurred_at"] = last
+                last = event["occurred_at"]
+                seq += 1
+                event["seq"] = seq
+                event["prev_hash"] = prev
+                event["hash"] = prev = audit_verifier.event_hash(event)
+                event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
+                events.append(event)
+            taken.append(row.id)
+        if not taken:
+            session.rollback()
+            return 0, len(rows)
+        faults.point("sequencer.numbered")
+        session.execute(insert(AuditEvent.__table__), events)
+        faults.point("sequencer.inserted")
+        session.execute(delete(AuditIntake).where(AuditIntake.id.in_(taken)))
+        session.execute(update(ChainHead).where(ChainHead.id == 1)
+                        .values(seq=seq, hash=prev, updated_at=datetime.fromisoformat(last))
+                        .execution_options(synchronize_session=False))
+        faults.point("sequencer.committing")
+        session.commit()
+        return len(events), len(rows)
+
+
+def chain_pending(bind, *, wait: bool = True, limit: int = BATCH_ROWS) -> int:
+    """Chain every committed intake row; the number of events chained.
+
+    ``wait``: wait for a sequencer that is busy (then chain what it left), rather than return 0.
+    """
+    total = 0
+    while True:
+        chained, taken = _chain_batch(bind, wait=wait, limit=limit)
+        total += chained
+        if taken < limit:
+            break
+    if total:
+        _after_chaining(bind)
+    return total
+
+
+def _after_chaining(bind) -> None:
+    """Checkpoints taken automatically (every N events or T seconds), after a batch was chained."""
+    from . import checkpoints
+
+    auto = getattr(checkpoints, "auto_checkpoint", None)
+    if auto is None:
+        return
+    try:
+        with Session(bind=bind) as session:
+            if auto(session) is not None:
+                session.commit()
+    except Exception:  # the chain is committed; a checkpoint missed now is taken next time
+        log.exception("automatic audit checkpoint failed")
+
+
+def backlog(session: Session) -> tuple[int, float | None]:
+    """(intake rows not yet chained, seconds since the oldest of them was recorded)."""
+    count, oldest = session.execute(select(func.count(), func.min(AuditIntake.recorded_at))).one()
+    if not count:
+        return 0, None
+    if oldest.tzinfo is None:
+        from datetime import timezone
+
+        oldest = oldest.replace(tzinfo=timezone.utc)
+    return count, max(0.0, (utcnow() - oldest).total_seconds())
+
+
+# --- when to chain -------------------------------------------------------------------
+
+_wake = threading.Event()
+_thread: threading.Thread | None = None
+_thread_pid: int | None = None
+_thread_lock = threading.Lock()
+
+
+def _mode() -> str:
+    from flask import current_app, has_app_context
+
+    return current_app.config.get("AUDIT_CHAIN_MODE", "commit") if has_app_context() else "commit"
+
+
+def after_commit(session: Session) -> None:
+    """A transaction committed intake rows: chain them now ("commit") or wake the thread."""
+    if _mode() == "background":
+        _wake.set()
+        return
+    try:
+        chain_pending(session.get_bind(), wait=True)
+    except Exception:  # the change and its events are committed; the next run chains them
+        log.exception("chaining after commit failed; the events wait in the intake")
+
+
+def run(bind, *, interval: float, stop: threading.Event | None = None, wake: threading.Event | None = None) -> None:
+    """Chain forever: every ``interval`` seconds, or sooner when woken. Survives database outages."""
+    stop = stop or threading.Event()
+    wake = wake or _wake
+    while not stop.is_set():
+        try:
+            while chain_pending(bind, wait=False):
+                pass
+        except Exception:
+            log.exception("audit sequencer run failed; retrying")
+            stop.wait(min(5.0, interval * 10))
+        wake.wait(interval)
+        wake.clear()
+
+
+def ensure_background(app) -> None:
+    """Start this process's sequencer thread (background mode), once per process (after a fork too)."""
+    global _thread, _thread_pid
+    if app.config.get("AUDIT_CHAIN_MODE") != "background":
+        return
+    pid = os.getpid()
+    if _thread_pid == pid and _thread is not None and _thread.is_alive():
+        return
+    with _thread_lock:
+        if _thread_pid == pid and _thread is not None and _thread.is_alive():
+            return
+        interval = float(app.config.get("AUDIT_SEQUENCER_INTERVAL", 0.2))
+
+        def target():
+            with app.app_context():
+                from ..extensions import db
+
+                run(db.engine, interval=interval)
+
+        _thread = threading.Thread(target=target, name="audit-sequencer", daemon=True)
+        _thread_pid = pid
+        _thread.start()
+
+
+def init_app(app) -> None:
+    """Check the mode; in background mode each process starts its thread with its first request."""
+    from config import ConfigError
+
+    mode = app.config.get("AUDIT_CHAIN_MODE", "commit")
+    if mode not in ("commit", "background"):
+        raise ConfigError(f"AUDIT_CHAIN_MODE must be 'commit' or 'background', not {mode!r}.")
+    if not 0.01 <= float(app.config.get("AUDIT_SEQUENCER_INTERVAL", 0.2)) <= 5:
+        raise ConfigError("AUDIT_SEQUENCER_INTERVAL must be between 0.01 and 5 seconds "
+                          "(the chaining lag is bounded by it).")
+    if mode == "background":
+        app.before_request(lambda: ensure_background(app))
+
+
+def wait_chained(bind, timeout: float = 5.0) -> bool:
+    """Until the intake is empty (tests, CLI): True if it emptied within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(bind=bind) as session:
+            if not session.execute(select(func.count()).select_from(AuditIntake)).scalar():
+                return True
+        time.sleep(0.02)
+    return False
