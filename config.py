@@ -197,6 +197,29 @@ class BaseConfig:
     # transaction.
     AUDIT_CHAIN_MODE = "commit"
     AUDIT_SEQUENCER_INTERVAL = 0.2
+    # Signed checkpoints of the chain head, taken automatically after this many new events or
+    # this many seconds (0 switches a rule off), and written to AUDIT_WITNESS_DIR (an absolute
+    # path outside the database's reach: another disk, a WORM mount) as well as the database.
+    AUDIT_CHECKPOINT_EVERY = 10_000
+    AUDIT_CHECKPOINT_SECONDS = 3600
+    AUDIT_WITNESS_DIR: str | None = None
+    # The largest range of events one bundle (flask audit bundle, the workbench download) holds.
+    AUDIT_BUNDLE_MAX_EVENTS = 1_000_000
+
+    # Streaming the audit chain to the bank's SIEM (docs/siem.md, console/services/siem.py).
+    SIEM_SYSLOG_URL: str | None = None        # tcp://host:port or tls://host:port; unset: no export
+    SIEM_CA_FILE: str | None = None           # PEM CA bundle for tls:// (default: system CAs)
+    SIEM_CLIENT_CERT_FILE: str | None = None  # mutual TLS: client certificate and key (PEM files)
+    SIEM_CLIENT_KEY_FILE: str | None = None
+    SIEM_BATCH = 200
+    SIEM_REPLAY_BYTES = 8 * 1024 * 1024       # resent after a lost connection (> receiver's TCP buffer)
+    SIEM_APP_NAME = "branch-console"
+    SIEM_HOSTNAME: str | None = None          # default: this machine's name
+    SIEM_ENTERPRISE_ID = "32473"              # the bank's IANA PEN in the SD-IDs (32473 = documentation)
+    SIEM_FACILITY = 13                        # log audit
+    SIEM_TIMEOUT_SECONDS = 10
+    SIEM_INTERVAL_SECONDS = 1.0
+    SIEM_BACKOFF_MAX_SECONDS = 30.0
 
     @classmethod
     def load(cls) -> dict:
@@ -299,6 +322,10 @@ class TestingConfig(BaseConfig):
     DATA_ENCRYPTION_KEY = base64.urlsafe_b64encode(b"t" * 32).decode()
     BLIND_INDEX_KEY = base64.urlsafe_b64encode(b"b" * 32).decode()
     AUDIT_SIGNING_KEY = base64.urlsafe_b64encode(b"s" * 32).decode()
+    # Automatic checkpoints off in tests (a test that moves the clock would get extra events);
+    # the tests of checkpoints switch them on.
+    AUDIT_CHECKPOINT_EVERY = 0
+    AUDIT_CHECKPOINT_SECONDS = 0
     WALLET_SERVICE_KEY = base64.urlsafe_b64encode(b"w" * 32).decode()
     DATABASE_URL = "sqlite://"
     PUBLIC_BASE_URL = "https://wallet.bank.test"

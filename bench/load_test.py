@@ -60,7 +60,7 @@ def load_data(app, customers_n: int, events_n: int):
     for lo in range(1, events_n + 1, 200_000):
         db.session.execute(text(AUDIT_FILL), {"n": events_n, "lo": lo, "hi": min(lo + 199_999, events_n)})
         db.session.commit()
-    db.session.execute(text("UPDATE audit_chain_head SET seq = :n"), {"n": events_n})
+    db.session.execute(text("UPDATE audit_chain_head SET seq = :n, hash = (SELECT hash FROM audit_event WHERE seq = :n)"), {"n": events_n})
     db.session.commit()
     events_s = time.perf_counter() - start
 

@@ -47,6 +47,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .services import sequencer
 
     sequencer.init_app(app)
+    from .services import checkpoints
+
+    checkpoints.init_app(app)
     answers.install_hooks()
 
     from .web import i18n, inputs, security

@@ -139,6 +139,18 @@ class Review:
 
 
 @dataclass(frozen=True)
+class AuditChain:
+    """How the audit chain is appended, checkpointed and exported (docs/audit-chain.md)."""
+
+    chain_mode: str  # "commit": a request chains its own events before it returns; "background": a thread does
+    sequencer_interval_seconds: float  # background mode: the most an event waits to be chained, unloaded
+    checkpoint_every: int  # sign the head after this many new events (0: not by count)
+    checkpoint_seconds: int  # ... or this long after the last checkpoint, if anything new (0: not by time)
+    witness_dir: str | None  # every checkpoint is also written here, outside the database
+    bundle_max_events: int  # the largest range one bundle may hold
+
+
+@dataclass(frozen=True)
 class Policy:
     bank: Bank
     time_zone: str  # IANA name; times are stored in UTC and shown in this zone
@@ -154,6 +166,7 @@ class Policy:
     sms: Sms
     idempotency: Idempotency
     review: Review
+    audit: AuditChain
 
     @property
     def zone(self) -> ZoneInfo:
@@ -197,6 +210,13 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             self._bad(key, "a non-empty text")
             return ""
+        return value
+
+    def one_of(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.config.get(key)
+        if value not in allowed:
+            self._bad(key, "one of " + ", ".join(allowed))
+            return allowed[0]
         return value
 
     def durations(self, key: str) -> tuple[int, ...]:
@@ -338,6 +358,13 @@ def build(config: Mapping) -> Policy:
             recovery_followup_days=r.whole("DASHBOARD_RECOVERY_FOLLOWUP_DAYS"),
             pdf_rows_per_volume=r.whole("PDF_REPORT_ROWS_PER_VOLUME"),
             pdf_font_path=r.text("PDF_FONT_PATH", optional=True)),
+        audit=AuditChain(
+            chain_mode=r.one_of("AUDIT_CHAIN_MODE", ("commit", "background")),
+            sequencer_interval_seconds=r.seconds("AUDIT_SEQUENCER_INTERVAL"),
+            checkpoint_every=r.whole("AUDIT_CHECKPOINT_EVERY", minimum=0),
+            checkpoint_seconds=r.whole("AUDIT_CHECKPOINT_SECONDS", minimum=0),
+            witness_dir=r.text("AUDIT_WITNESS_DIR", optional=True),
+            bundle_max_events=r.whole("AUDIT_BUNDLE_MAX_EVENTS")),
     )
     if r.problems:
         raise ConfigError("The policy settings are not usable; " + "; ".join(r.problems) + ". Refusing to start.")

@@ -339,13 +339,20 @@ def tamper(*statements, table="audit_event"):
     from sqlalchemy import text as sql
 
     from console.models.audit import append_only_ddl, drop_append_only_ddl
+    from console.models.audit_partitions import chain_head_guard_ddl, drop_chain_head_guard_ddl
 
     dialect = db.engine.dialect.name
     db.session.rollback()
-    for ddl in drop_append_only_ddl(dialect, table):
+    if dialect == "postgresql":  # as a superuser would: every trigger off for this transaction
+        db.session.execute(sql("SET LOCAL session_replication_role = replica"))
+        for statement in statements:
+            db.session.execute(sql(statement))
+        db.session.commit()
+        return
+    for ddl in drop_append_only_ddl(dialect, table) + drop_chain_head_guard_ddl(dialect):
         db.session.execute(sql(ddl))
     for statement in statements:
         db.session.execute(sql(statement))
-    for ddl in append_only_ddl(dialect, table):
+    for ddl in append_only_ddl(dialect, table) + chain_head_guard_ddl(dialect):
         db.session.execute(sql(ddl))
     db.session.commit()

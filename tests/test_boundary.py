@@ -26,6 +26,8 @@ CONSOLE = Path(__file__).resolve().parent.parent / "console"
 # point hands it: ``boundary.commit_now``.)
 DOCUMENTED_EXCEPTIONS = {
     "services/notifications.py": "the SMS worker commits each delivery attempt, one message at a time",
+    "services/sequencer.py": "the audit sequencer chains committed intake rows in its own transaction, on its "
+                             "own connection, after the writers' COMMIT (docs/audit-chain.md)",
 }
 
 

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from console.extensions import db
 from console.models.audit_partitions import DEFAULT_PARTITION, ensure_partitions, partitions
@@ -30,8 +30,9 @@ ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT SELECT, INSERT,
 ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role};
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_event, audit_checkpoint FROM {role};
 GRANT SELECT, INSERT ON audit_event, audit_checkpoint TO {role};
-REVOKE DELETE, TRUNCATE ON audit_chain_head FROM {role};
+REVOKE INSERT, DELETE, TRUNCATE ON audit_chain_head FROM {role};
 GRANT SELECT, UPDATE ON audit_chain_head TO {role};
+REVOKE ALL ON audit_event_seq FROM {role};
 """
 
 
@@ -81,6 +82,11 @@ def test_following_the_docs_leaves_update_on_partitions_until_the_partitions_com
         for table in names:
             assert _privileges(conn, role, table) == {"SELECT": True, "INSERT": True, "UPDATE": False,
                                                       "DELETE": False, "TRUNCATE": False}, table
+        # Every partition, the new ones too, refuses a sequence number already taken elsewhere.
+        guarded = set(conn.execute(text(
+            "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE t.tgname = c.relname || '_seq_unique'")).scalars())
+        assert set(names) | {"audit_event"} <= guarded
         # The parent is unchanged, and running again changes nothing.
         assert _privileges(conn, role, "audit_event")["UPDATE"] is False
     with db.engine.begin() as conn:
@@ -170,3 +176,54 @@ def test_tables_of_later_migrations_reach_the_app_role(app, app_role):
         engine.dispose()
         with db.engine.begin() as conn:
             conn.execute(text("DROP TABLE later_migration_table"))
+
+
+def test_the_app_role_cannot_rewrite_the_chain_head_or_number_two_events_alike(app, runner, app_role):
+    """Issue #14: the head only moves forward to an existing event, and a sequence number is taken
+    once whatever the partition, for the app role as for anyone (triggers on, as deployed)."""
+    from datetime import timedelta
+
+    from console.models.audit_partitions import SEQ_GUARD_TABLE, add_months, month_start, partition_name
+
+    role, url = app_role
+    assert runner.invoke(args=["audit", "partitions"]).exit_code == 0
+    for i in range(3):
+        audit.record(db.session, Actor.operator(), "test.head", details={"i": i})
+    db.session.commit()
+    later = add_months(month_start(utcnow().date()), 1) + timedelta(days=3)
+    columns = ", ".join(c for c in db.session.execute(text("SELECT * FROM audit_event LIMIT 0")).keys())
+    copied = columns.replace("occurred_at", f"TIMESTAMP '{later.isoformat()} 09:00:00'")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            second = conn.execute(text("SELECT hash FROM audit_event WHERE seq = 2")).scalar()
+            for statement, refusal in (
+                    (f"UPDATE audit_chain_head SET seq = 2, hash = '{second}'", "only moves forward"),
+                    ("UPDATE audit_chain_head SET hash = '" + "0" * 64 + "'", "exists with that hash"),
+                    ("UPDATE audit_chain_head SET seq = seq + 5", "exists with that hash"),
+                    ("DELETE FROM audit_chain_head", "permission denied"),
+                    ("INSERT INTO audit_chain_head (id, seq, hash) VALUES (2, 0, 'x')", "permission denied"),
+                    (f"SELECT count(*) FROM {SEQ_GUARD_TABLE}", "permission denied"),
+                    (f"INSERT INTO {SEQ_GUARD_TABLE} VALUES (4)", "permission denied")):
+                with pytest.raises(ProgrammingError, match=refusal):
+                    conn.execute(text(statement))
+                conn.rollback()
+            for target in ("audit_event", partition_name(month_start(later))):
+                with pytest.raises(IntegrityError, match="audit_event_seq_unique"):
+                    conn.execute(text(f"INSERT INTO {target} ({columns}) "
+                                      f"SELECT {copied} FROM audit_event WHERE seq = 2"))
+                conn.rollback()
+            # The sequencer's own update (forward, to the event it inserted) passes, as the app role.
+            assert conn.execute(text("SELECT seq FROM audit_chain_head")).scalar() == 3
+    finally:
+        engine.dispose()
+    from sqlalchemy.orm import Session
+
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            audit.record(session, Actor.operator(), "test.after_refusals")
+            session.commit()
+        assert audit.verify_chain(db.session).intact and audit.verify_chain(db.session).count == 4
+    finally:
+        engine.dispose()

@@ -36,8 +36,15 @@ def partition_name(month: date) -> str:
     return f"{PARTITION_PREFIX}{month.year}m{month.month:02d}"
 
 
+# The guard table of sequence numbers (PostgreSQL; no model: autogenerate leaves it alone).
+SEQ_GUARD_TABLE = "audit_event_seq"
+SEQ_GUARD_FUNCTION = "audit_event_seq_guard"
+
+
 def is_partition_name(name: str) -> bool:
-    return name.startswith(PARTITION_PREFIX) or name == DEFAULT_PARTITION
+    """Tables of the audit table's physical layout that have no model (the partitions and the
+    sequence-number guard): ``migrations/env.py`` keeps autogenerate away from them."""
+    return name.startswith(PARTITION_PREFIX) or name in (DEFAULT_PARTITION, SEQ_GUARD_TABLE)
 
 
 def _truncate_guard(conn, table: str) -> None:
@@ -46,6 +53,18 @@ def _truncate_guard(conn, table: str) -> None:
     if not exists:
         conn.execute(text(f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
                           "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"))
+
+
+def _seq_guard(conn, table: str) -> None:
+    """The duplicate-seq guard on a partition, once migration 0013 has created its function."""
+    if not conn.execute(text("SELECT to_regproc(:f)"), {"f": SEQ_GUARD_FUNCTION}).scalar():
+        return
+    exists = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :n AND tgrelid = CAST(:t AS regclass)"),
+                          {"n": f"{table}_seq_unique", "t": table}).first()
+    if not exists:
+        conn.execute(text(f"CREATE TRIGGER {table}_seq_unique AFTER INSERT ON {table} "
+                          "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
+                          f"EXECUTE FUNCTION {SEQ_GUARD_FUNCTION}()"))
 
 
 # The most a partition grants anyone: the audit trail is read and appended, never changed.
@@ -71,16 +90,20 @@ def partitions(conn) -> list[str]:
 
 
 def sync_partition_grants(conn) -> list[str]:
-    """Give every partition the parent's grants, limited to SELECT and INSERT; returns the
+    """Give every partition the parent's grants, limited to SELECT and INSERT, and take every
+    grant off the sequence-number guard (only its trigger writes it, as the owner); returns the
     statements it ran (none when the grants are already right)."""
     wanted = {grantee: privileges & set(PARTITION_PRIVILEGES)
               for grantee, privileges in _grants(conn, "audit_event").items()}
+    tables = [(table, wanted) for table in partitions(conn)]
+    if conn.execute(text("SELECT to_regclass(:t)"), {"t": SEQ_GUARD_TABLE}).scalar():
+        tables.append((SEQ_GUARD_TABLE, {}))
     statements = []
-    for table in partitions(conn):
+    for table, table_wanted in tables:
         held = _grants(conn, table)
-        for grantee in sorted(set(held) | set(wanted)):
-            extra = held.get(grantee, set()) - wanted.get(grantee, set())
-            missing = wanted.get(grantee, set()) - held.get(grantee, set())
+        for grantee in sorted(set(held) | set(table_wanted)):
+            extra = held.get(grantee, set()) - table_wanted.get(grantee, set())
+            missing = table_wanted.get(grantee, set()) - held.get(grantee, set())
             if extra:
                 statements.append(f"REVOKE {', '.join(sorted(extra))} ON {table} FROM {grantee}")
             if missing:
@@ -104,10 +127,12 @@ def ensure_partitions(conn, *, today: date, back: int = 1, ahead: int = 12) -> l
             f"CREATE TABLE {name} PARTITION OF audit_event "
             f"FOR VALUES FROM ('{start.isoformat()}') TO ('{add_months(start, 1).isoformat()}')"))
         _truncate_guard(conn, name)
+        _seq_guard(conn, name)
         created.append(name)
     if not conn.execute(text("SELECT to_regclass(:n)"), {"n": DEFAULT_PARTITION}).scalar():
         conn.execute(text(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF audit_event DEFAULT"))
         _truncate_guard(conn, DEFAULT_PARTITION)
+        _seq_guard(conn, DEFAULT_PARTITION)
         created.append(DEFAULT_PARTITION)
     sync_partition_grants(conn)
     return created
@@ -116,3 +141,58 @@ def ensure_partitions(conn, *, today: date, back: int = 1, ahead: int = 12) -> l
 def is_partitioned(conn) -> bool:
     return bool(conn.execute(text(
         "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('audit_event')")).first())
+
+
+GENESIS = "0" * 64
+
+
+def chain_head_guard_ddl(dialect: str) -> list[str]:
+    """The chain head's guard as migration 0013 created it (that migration keeps its own frozen
+    copy): an UPDATE must leave (seq, hash) as they are or move seq forward to an event that
+    exists with that hash (seq 0: the genesis hash); INSERT, DELETE (and TRUNCATE) are refused."""
+    if dialect == "sqlite":
+        return [
+            "CREATE TRIGGER audit_chain_head_forward_only BEFORE UPDATE ON audit_chain_head "
+            "WHEN NEW.id IS NOT OLD.id OR NOT (NEW.seq IS OLD.seq AND NEW.hash IS OLD.hash) AND ("
+            "NEW.seq < OLD.seq OR NEW.hash IS NOT (CASE WHEN NEW.seq = 0 THEN '" + GENESIS + "' "
+            "ELSE (SELECT hash FROM audit_event WHERE seq = NEW.seq) END)) "
+            "BEGIN SELECT RAISE(ABORT, "
+            "'audit_chain_head only moves forward, to an event that exists with that hash'); END",
+            "CREATE TRIGGER audit_chain_head_no_insert BEFORE INSERT ON audit_chain_head "
+            "BEGIN SELECT RAISE(ABORT, 'audit_chain_head has its one row'); END",
+            "CREATE TRIGGER audit_chain_head_no_delete BEFORE DELETE ON audit_chain_head "
+            "BEGIN SELECT RAISE(ABORT, 'audit_chain_head has its one row'); END",
+        ]
+    if dialect == "postgresql":
+        return [
+            "CREATE OR REPLACE FUNCTION audit_chain_head_guard() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "DECLARE at_seq varchar(64); "
+            "BEGIN "
+            "IF TG_OP <> 'UPDATE' THEN "
+            "RAISE EXCEPTION 'audit_chain_head: % refused (one row, moved forward only)', TG_OP "
+            "USING ERRCODE = 'insufficient_privilege'; END IF; "
+            "IF NEW.id = OLD.id AND NEW.seq = OLD.seq AND NEW.hash = OLD.hash THEN RETURN NEW; END IF; "
+            "IF NEW.id <> OLD.id OR NEW.seq < OLD.seq THEN "
+            "RAISE EXCEPTION 'audit_chain_head only moves forward (seq % to %)', OLD.seq, NEW.seq "
+            "USING ERRCODE = 'insufficient_privilege'; END IF; "
+            "IF NEW.seq = 0 THEN at_seq := '" + GENESIS + "'; "
+            "ELSE SELECT e.hash INTO at_seq FROM audit_event e WHERE e.seq = NEW.seq; END IF; "
+            "IF at_seq IS NULL OR NEW.hash IS DISTINCT FROM at_seq THEN "
+            "RAISE EXCEPTION 'audit_chain_head must name an event that exists with that hash (seq %)', NEW.seq "
+            "USING ERRCODE = 'insufficient_privilege'; END IF; "
+            "RETURN NEW; END $$",
+            "CREATE TRIGGER audit_chain_head_guard BEFORE INSERT OR UPDATE OR DELETE ON audit_chain_head "
+            "FOR EACH ROW EXECUTE FUNCTION audit_chain_head_guard()",
+            "CREATE TRIGGER audit_chain_head_no_truncate BEFORE TRUNCATE ON audit_chain_head "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_chain_head_guard()",
+        ]
+    raise ValueError(f"no chain-head guard for {dialect}")
+
+
+def drop_chain_head_guard_ddl(dialect: str) -> list[str]:
+    if dialect == "sqlite":
+        return ["DROP TRIGGER IF EXISTS audit_chain_head_forward_only",
+                "DROP TRIGGER IF EXISTS audit_chain_head_no_insert",
+                "DROP TRIGGER IF EXISTS audit_chain_head_no_delete"]
+    return ["DROP TRIGGER IF EXISTS audit_chain_head_guard ON audit_chain_head",
+            "DROP TRIGGER IF EXISTS audit_chain_head_no_truncate ON audit_chain_head"]

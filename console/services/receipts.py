@@ -233,6 +233,9 @@ def close_and_issue(session: Session, actor: Actor, case) -> Receipt:
 
 def finalise(session: Session, actor: Actor, receipt: Receipt) -> bytes:
     """At closing: pin the last audit event of the case, render, and record the PDF's SHA-256."""
+    from . import sequencer
+
+    sequencer.catch_up(session)
     last = session.scalar(select(AuditEvent).where(AuditEvent.case_ref == receipt.case.case_no)
                           .order_by(AuditEvent.seq.desc()).limit(1))
     receipt.last_event_seq, receipt.last_event_hash = (last.seq, last.hash) if last else (0, "")

@@ -53,12 +53,12 @@ def _lock_head(session: Session, wait: bool):
 
 
 def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
-    """One transaction: (events chained, intake rows taken)."""
+    """One transaction: (events chained, intake rows taken); taken is -1 if another sequencer had the head."""
     with Session(bind=bind, expire_on_commit=False) as session:
         head = _lock_head(session, wait)
         if head is None:
             session.rollback()
-            return 0, 0
+            return 0, -1
         rows = session.execute(
             select(AuditIntake.id, AuditIntake.events, AuditIntake.digest).order_by(AuditIntake.id).limit(limit)
         ).all()
@@ -70,21 +70,21 @@ def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
         # An event's time is when its transaction recorded it, but never earlier than the event
         # chained before it: time never runs backwards against seq, not even across nodes whose
         # clocks differ slightly or for a long transaction that commits late.
-        last = audit_verifier.iso_utc(head.updated_at) if head.updated_at is not None else ""
+        last = head.updated_at
         events, taken = [], []
         for row in rows:
             if not hmac.compare_digest(audit.intake_digest(row.events, key), row.digest):
                 log.error("audit intake row %s fails its digest: left in the intake, not chained", row.id)
                 continue
             for event in json.loads(row.events):
-                if event["occurred_at"] < last:
-                    event["occurred_at"] = last
-                last = event["occurred_at"]
+                at = datetime.fromisoformat(event["occurred_at"])
+                if last is not None and at < last:
+                    at = last
+                event["occurred_at"] = last = at
                 seq += 1
                 event["seq"] = seq
                 event["prev_hash"] = prev
                 event["hash"] = prev = audit_verifier.event_hash(event)
-                event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
                 events.append(event)
             taken.append(row.id)
         if not taken:
@@ -95,7 +95,7 @@ def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
         faults.point("sequencer.inserted")
         session.execute(delete(AuditIntake).where(AuditIntake.id.in_(taken)))
         session.execute(update(ChainHead).where(ChainHead.id == 1)
-                        .values(seq=seq, hash=prev, updated_at=datetime.fromisoformat(last))
+                        .values(seq=seq, hash=prev, updated_at=last)
                         .execution_options(synchronize_session=False))
         faults.point("sequencer.committing")
         session.commit()
@@ -103,13 +103,16 @@ def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
 
 
 def chain_pending(bind, *, wait: bool = True, limit: int = BATCH_ROWS) -> int:
-    """Chain every committed intake row; the number of events chained.
+    """Chain every committed intake row; the number of events chained (-1: another sequencer had
+    the head and ``wait`` was False, so nothing was looked at).
 
-    ``wait``: wait for a sequencer that is busy (then chain what it left), rather than return 0.
+    ``wait``: wait for a sequencer that is busy (then chain what it left), rather than return -1.
     """
     total = 0
     while True:
         chained, taken = _chain_batch(bind, wait=wait, limit=limit)
+        if taken < 0:
+            return -1 if total == 0 else total
         total += chained
         if taken < limit:
             break
@@ -154,30 +157,70 @@ _thread_lock = threading.Lock()
 
 
 def _mode() -> str:
-    from flask import current_app, has_app_context
+    from flask import has_app_context
 
-    return current_app.config.get("AUDIT_CHAIN_MODE", "commit") if has_app_context() else "commit"
+    from .. import policy
+
+    return policy.current().audit.chain_mode if has_app_context() else "commit"
 
 
-def after_commit(session: Session) -> None:
-    """A transaction committed intake rows: chain them now ("commit") or wake the thread."""
+COMMIT_WAIT_SECONDS = 10  # then the request returns anyway; the next run chains its events
+
+
+def after_commit(session: Session, intake_id: int) -> None:
+    """A transaction committed intake row ``intake_id``: chain it now ("commit") or wake the thread.
+
+    In "commit" mode the writer chains what is waiting unless another sequencer is at it (no
+    queue of writers on the head's lock: one chains a batch, the others see their row gone).
+    """
     if _mode() == "background":
         _wake.set()
         return
+    bind = session.get_bind()
+    deadline = time.monotonic() + COMMIT_WAIT_SECONDS
     try:
-        chain_pending(session.get_bind(), wait=True)
+        while True:
+            if chain_pending(bind, wait=False) >= 0:
+                return  # this process had the head and read the intake after its own COMMIT
+            # Another sequencer has the head: its batch likely holds this row. Poll cheaply for a
+            # while before trying again (a row committed after its snapshot waits for the next).
+            for _ in range(5):
+                if not _waiting(bind, intake_id):
+                    return
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.002)
     except Exception:  # the change and its events are committed; the next run chains them
         log.exception("chaining after commit failed; the events wait in the intake")
+
+
+def catch_up(session: Session) -> None:
+    """Before a read that must see every event committed so far (a receipt pins the case's last
+    event): in background mode on PostgreSQL, chain what is waiting first. (In "commit" mode every
+    earlier request already did; SQLite serialises writers, and its caller holds the write lock.)"""
+    if _mode() != "background" or session.get_bind().dialect.name == "sqlite":
+        return
+    chain_pending(session.get_bind(), wait=True)
+
+
+def _waiting(bind, intake_id: int) -> bool:
+    with Session(bind=bind) as session:
+        return session.execute(select(AuditIntake.id).where(AuditIntake.id == intake_id)).first() is not None
 
 
 def run(bind, *, interval: float, stop: threading.Event | None = None, wake: threading.Event | None = None) -> None:
     """Chain forever: every ``interval`` seconds, or sooner when woken. Survives database outages."""
     stop = stop or threading.Event()
     wake = wake or _wake
+    idle_check = time.monotonic()
     while not stop.is_set():
         try:
-            while chain_pending(bind, wait=False):
-                pass
+            while chain_pending(bind, wait=False) > 0:
+                idle_check = time.monotonic()
+            if time.monotonic() - idle_check >= 1.0:
+                # The time rule of automatic checkpoints holds when the bank goes quiet too.
+                idle_check = time.monotonic()
+                _after_chaining(bind)
         except Exception:
             log.exception("audit sequencer run failed; retrying")
             stop.wait(min(5.0, interval * 10))
@@ -188,7 +231,9 @@ def run(bind, *, interval: float, stop: threading.Event | None = None, wake: thr
 def ensure_background(app) -> None:
     """Start this process's sequencer thread (background mode), once per process (after a fork too)."""
     global _thread, _thread_pid
-    if app.config.get("AUDIT_CHAIN_MODE") != "background":
+    from .. import policy
+
+    if policy.current().audit.chain_mode != "background":
         return
     pid = os.getpid()
     if _thread_pid == pid and _thread is not None and _thread.is_alive():
@@ -196,7 +241,7 @@ def ensure_background(app) -> None:
     with _thread_lock:
         if _thread_pid == pid and _thread is not None and _thread.is_alive():
             return
-        interval = float(app.config.get("AUDIT_SEQUENCER_INTERVAL", 0.2))
+        interval = policy.current().audit.sequencer_interval_seconds
 
         def target():
             with app.app_context():
@@ -210,17 +255,9 @@ def ensure_background(app) -> None:
 
 
 def init_app(app) -> None:
-    """Check the mode; in background mode each process starts its thread with its first request."""
-    from config import ConfigError
-
-    mode = app.config.get("AUDIT_CHAIN_MODE", "commit")
-    if mode not in ("commit", "background"):
-        raise ConfigError(f"AUDIT_CHAIN_MODE must be 'commit' or 'background', not {mode!r}.")
-    if not 0.01 <= float(app.config.get("AUDIT_SEQUENCER_INTERVAL", 0.2)) <= 5:
-        raise ConfigError("AUDIT_SEQUENCER_INTERVAL must be between 0.01 and 5 seconds "
-                          "(the chaining lag is bounded by it).")
-    if mode == "background":
-        app.before_request(lambda: ensure_background(app))
+    """In background mode each process starts its sequencer thread with its first request (after
+    a fork). The mode and interval are checked with the rest of the policy (console/policy.py)."""
+    app.before_request(lambda: ensure_background(app))
 
 
 def wait_chained(bind, timeout: float = 5.0) -> bool:

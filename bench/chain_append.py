@@ -1,0 +1,166 @@
+"""Audited writes against the same writes without audit, 1/4/16 writers, same run (issue #14).
+
+    .venv/bin/python bench/chain_append.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres \
+        [--seconds 5] [--writers 1,4,16] [--rounds 2]
+
+Each writer is its own process with its own connection and writes one audit event per transaction
+(as the issue's table measured it): "raw" builds the row exactly as ``audit.record`` does and INSERTs
+it into a plain table (no intake, digest, sequence or chain); "audited" is ``audit.record`` and
+COMMIT, as every service does it. Audited runs in both chain modes: "background" (writers
+don't wait; one sequencer process chains in batches: what a deployment runs) and "commit" (each
+writer chains right after its own COMMIT and waits for it: the default, read-your-writes). Phases
+alternate over rounds so machine noise hits all alike. Also printed: the largest chaining lag seen
+(age of the oldest committed, not yet chained event, sampled every 50 ms) and that the chain
+verifies intact at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import threading
+import time
+
+import _common
+
+
+def _event(actor, n: int) -> dict:
+    return dict(actor=actor, action="wallet.unlock", reason_code="forgot_password", customer_ref="C000000001",
+                before={"lock_kind": "temporary"}, after={"lock_kind": None}, details={"n": n})
+
+
+def _writer(app, variant: str, seconds: float, start_at: float, counter) -> None:
+    from sqlalchemy import column, insert, table
+
+    from console.extensions import db
+    from console.services import audit
+    from console.services.actor import Actor
+
+    actor = Actor(kind="staff", staff_id=7, employee_no="T1001", role="teller", branch_code="BJ-001",
+                  source_ip="10.0.0.1", session_id="abcd", channel="counter")
+    fields = audit.CHAINED_FIELDS[1:] + ("hash",)
+    raw_table = table("bench_event", *[column(name) for name in fields])
+    with app.app_context():
+        db.engine.dispose(close=False)  # a forked process opens its own connections
+        app.config["AUDIT_CHAIN_MODE"] = "commit" if variant == "audited-commit" else "background"
+        while time.time() < start_at:
+            time.sleep(0.001)
+        done, end = 0, start_at + seconds
+        while time.time() < end:
+            e = _event(actor, done)
+            if variant == "raw":
+                # The same row, built the same way, written straight into a plain table: no intake,
+                # no digest, no sequence, no chain.
+                row = audit.record(_Scratch(), **e)
+                row.update(prev_hash="0" * 64, hash="0" * 64)
+                db.session.execute(insert(raw_table), row)
+            else:
+                audit.record(db.session, **e)
+            db.session.commit()
+            done += 1
+        with counter.get_lock():
+            counter.value += done
+        db.session.remove()
+
+
+class _Scratch:
+    """Stands in for a session so the raw variant builds its row with audit.record itself."""
+
+    def __init__(self):
+        self.info = {}
+
+    def in_transaction(self):
+        return True
+
+
+def _sequencer(app, stop) -> None:
+    from console.extensions import db
+    from console.services import sequencer
+
+    with app.app_context():
+        db.engine.dispose(close=False)
+        sequencer.run(db.engine, interval=0.05, stop=stop)
+
+
+def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float]:
+    """(actions per second, largest chaining lag in seconds)."""
+    from console.extensions import db
+    from console.services import sequencer
+
+    ctx = multiprocessing.get_context("fork")
+    counter = ctx.Value("l", 0)
+    stop = ctx.Event()
+    start_at = time.time() + 0.5 + 0.05 * writers
+    seq_proc = ctx.Process(target=_sequencer, args=(app, stop)) if variant == "audited-background" else None
+    procs = [ctx.Process(target=_writer, args=(app, variant, seconds, start_at, counter)) for _ in range(writers)]
+    if seq_proc:
+        seq_proc.start()
+    for p in procs:
+        p.start()
+    lag = 0.0
+    while any(p.is_alive() for p in procs):
+        if variant != "raw" and time.time() > start_at:
+            lag = max(lag, sequencer.backlog(db.session)[1] or 0.0)
+            db.session.rollback()
+        time.sleep(0.05)
+    for p in procs:
+        p.join()
+    if seq_proc:
+        deadline = time.time() + 10
+        while sequencer.backlog(db.session)[0] and time.time() < deadline:
+            db.session.rollback()
+            time.sleep(0.02)
+        db.session.rollback()
+        stop.set()
+        seq_proc.join()
+    return counter.value / seconds, lag
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--postgres", required=True)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--writers", default="1,4,16")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    _common.quiet_alembic()
+    counts = [int(w) for w in args.writers.split(",")]
+    variants = ("raw", "audited-background", "audited-commit")
+    with _common.scratch_app(args.postgres) as app:
+        from sqlalchemy import text
+
+        from console.extensions import db
+        from console.services import audit
+
+        db.session.execute(text("CREATE TABLE bench_event (LIKE audit_event INCLUDING ALL)"))
+        db.session.execute(text("ALTER TABLE bench_event ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY"))
+        db.session.commit()
+        db.engine.dispose()
+        rates = {(w, v): [] for w in counts for v in variants}
+        lags = {(w, v): 0.0 for w in counts for v in variants}
+        for r in range(args.rounds):
+            for w in counts:
+                order = variants if r % 2 == 0 else variants[::-1]
+                for v in order:
+                    rate, lag = _phase(app, v, w, args.seconds)
+                    rates[(w, v)].append(rate)
+                    lags[(w, v)] = max(lags[(w, v)], lag)
+        report = audit.verify_chain(db.session, workers=os.cpu_count() or 1)
+        db.session.rollback()
+        print(f"PostgreSQL, one action per transaction, {args.seconds:g} s x {args.rounds} rounds per phase "
+              f"(median of rounds), {os.cpu_count()} CPUs")
+        print(f"{'writers':>7} {'raw/s':>9} {'audited bg/s':>13} {'ratio':>6} {'max lag s':>10} "
+              f"{'audited commit/s':>17} {'ratio':>6}")
+        for w in counts:
+            plain = statistics.median(rates[(w, 'raw')])
+            bg = statistics.median(rates[(w, 'audited-background')])
+            cm = statistics.median(rates[(w, 'audited-commit')])
+            print(f"{w:>7} {plain:>9,.0f} {bg:>13,.0f} {bg / plain:>6.2f} {lags[(w, 'audited-background')]:>10.2f} "
+                  f"{cm:>17,.0f} {cm / plain:>6.2f}")
+        print(f"chain after the run: {'intact' if report.intact else 'BROKEN: ' + str(report.reason)}, "
+              f"{report.count:,} events, {report.pending} transaction(s) waiting")
+
+
+if __name__ == "__main__":
+    main()
