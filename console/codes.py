@@ -124,7 +124,7 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "recovery.start", "recovery.code", "recovery.code_withheld", "recovery.factor", "recovery.complete",
     "recovery.sent_to_counter", "recovery.expired", "recovery.superseded",
     # The audit trail itself.
-    "audit.search", "audit.view", "audit.export", "audit.verify", "audit.checkpoint",
+    "audit.search", "audit.view", "audit.export", "audit.verify", "audit.checkpoint", "audit.bundle",
 )
 
 

@@ -104,6 +104,7 @@ ACTION_LABELS = {
     "audit.export": _l("Audit trail exported"),
     "audit.verify": _l("Audit chain verified"),
     "audit.checkpoint": _l("Audit checkpoint signed"),
+    "audit.bundle": _l("Audit bundle exported for an outside auditor"),
     "recovery.start": _l("Self-service recovery started"),
     "recovery.code": _l("Self-service recovery: SMS code entered"),
     "recovery.code_withheld": _l("Self-service recovery: SMS code withheld"),
