@@ -8,6 +8,7 @@ back and recorded the refusal.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -172,18 +173,71 @@ def deliver_notifications(loop: bool, interval: float, batch: int) -> None:
 
 
 @audit_cli.command("verify")
-def verify() -> None:
+@click.option("--anchors", "anchors_path", type=click.Path(exists=True),
+              help="Checkpoints held outside the database (a witness file or directory).")
+@click.option("--public-key", "public_key_path", type=click.Path(exists=True, dir_okay=False),
+              help="The auditor's copy of the checkpoint public key (PEM).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes verifying segments in parallel (default: one per CPU; PostgreSQL).")
+def verify(anchors_path: str | None, public_key_path: str | None, workers: int | None) -> None:
     """Walk the chain; exit 0 when intact, 1 with the first broken sequence number otherwise."""
-    report = audit.verify_chain(db.session)
+    try:
+        key = checkpoints.load_public_key(public_key_path) if public_key_path else None
+        held = checkpoints.load_anchors(anchors_path) if anchors_path else None
+    except ValueError as exc:
+        click.echo(f"cannot verify: {exc}", err=True)
+        sys.exit(2)
+    if held is not None and key is None:
+        click.echo("note: held checkpoints are checked with the database's own key; give --public-key "
+                   "(the auditor's copy) for a check that does not trust this deployment", err=True)
+    report = audit.verify_chain(db.session, public_key=key, anchors=held, workers=workers or os.cpu_count() or 1)
+    backlog = (f"; {report.pending} transaction(s) committed and not chained yet, the oldest waiting "
+               f"{report.lag_seconds:.1f} s" if report.pending else "; nothing waiting to be chained")
     if report.intact:
         boundary.perform(Actor.operator(), audit.record_verification, report)
         click.echo(f"intact: {report.count} events, head {report.head_seq} {report.head_hash}, "
-                   f"{report.checkpoints} signed checkpoint(s) hold")
+                   f"{report.checkpoints} signed checkpoint(s) hold"
+                   + (f", {report.anchors} held checkpoint(s) hold" if held is not None else "") + backlog)
         return
     boundary.rollback()  # never extend a broken chain: the failed verification is not recorded on it
     click.echo(f"BROKEN at sequence {report.first_bad_seq}: {report.reason} "
-               f"({report.count} events verified before it)")
+               f"({report.count} events verified before it){backlog}")
     sys.exit(1)
+
+
+@audit_cli.command("anchors")
+@click.option("--export", "directory", type=click.Path(file_okay=False), default=None,
+              help="Directory to write missing checkpoint files into [default: AUDIT_WITNESS_DIR].")
+def anchors(directory: str | None) -> None:
+    """Write every signed checkpoint missing from the witness directory (after a crash or an outage,
+    or a first copy for an auditor); files already there are compared, never overwritten."""
+    directory = directory or policy.current().audit.witness_dir
+    if not directory:
+        click.echo("no directory: give --export DIR or set CONSOLE_AUDIT_WITNESS_DIR", err=True)
+        sys.exit(2)
+    result = checkpoints.export_anchors(db.session, directory)
+    boundary.rollback()
+    click.echo(f"written {len(result.written)}, present {result.present}, conflicts {len(result.conflicts)}, "
+               f"errors {len(result.errors)}")
+    for line in result.conflicts + result.errors:
+        click.echo(f"  {line}", err=True)
+    if result.conflicts or result.errors:
+        sys.exit(1)
+
+
+@audit_cli.command("sequencer")
+@click.option("--once", is_flag=True, help="Chain what is waiting, then exit.")
+@click.option("--interval", default=0.2, show_default=True, type=click.FloatRange(0.01, 5),
+              help="Seconds between runs.")
+def run_sequencer(once: bool, interval: float) -> None:
+    """Number and chain committed audit events (one sequencer at a time across nodes takes them)."""
+    from .services import sequencer
+
+    if once:
+        click.echo(f"chained {sequencer.chain_pending(db.engine)} event(s)")
+        return
+    click.echo(f"audit sequencer running (every {interval} s); Ctrl-C stops it")
+    sequencer.run(db.engine, interval=interval)
 
 
 @audit_cli.command("checkpoint")
@@ -215,6 +269,12 @@ def public_key() -> None:
 
 
 def register_cli(app) -> None:
+    from . import bundle_cli, siem_cli
+
+    if "bundle" not in audit_cli.commands:
+        bundle_cli.register(audit_cli)
+    if "siem-export" not in audit_cli.commands:
+        siem_cli.register(audit_cli)
     app.cli.add_command(console_cli)
     app.cli.add_command(audit_cli)
 

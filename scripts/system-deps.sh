@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: Chromium (browser tests), poppler-utils (PDF checks),
-# fonts-wqy-microhei (an embeddable CJK TrueType font). Installs only what is missing.
+# fonts-wqy-microhei (an embeddable CJK TrueType font), rsyslog and rsyslog-gnutls (the SIEM
+# stream's tests start a real rsyslogd, over TCP and TLS). Installs only what is missing.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v pdftoppm >/dev/null 2>&1 || missing+=(poppler-utils)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
+compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null || compgen -G "/usr/lib/rsyslog/lmnsd_gtls.so" >/dev/null \
+  || missing+=(rsyslog-gnutls)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

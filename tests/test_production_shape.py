@@ -17,7 +17,9 @@ def test_healthz_and_readyz_reveal_nothing_else(app, client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+    # Beside the checks only numbers (#14): audit events waiting to be chained and for how long.
+    assert ready.get_json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"},
+                                "audit_chain": {"pending": 0, "lag_seconds": 0.0}}
 
 
 def test_readyz_reports_redis_and_migrations(database_url):

@@ -318,14 +318,15 @@ class ChainState:
     key_id: str
     pending: int = 0  # transactions committed whose events are not chained yet
     lag_seconds: float | None = None  # how long the oldest of them has waited
+    stream: dict | None = None  # the SIEM stream's progress (siem.status)
 
 
 def chain_state(session: Session, *, last: int = 20) -> ChainState:
-    from . import sequencer
+    from . import sequencer, siem
 
     pending, lag = sequencer.backlog(session)
     return ChainState(session.get(ChainHead, 1), checkpoints.all_checkpoints(session)[-last:][::-1],
-                      checkpoints.key_id(), pending, lag)
+                      checkpoints.key_id(), pending, lag, siem.status(session))
 
 
 # --- home pages: the work in front of each role ------------------------------------------------------

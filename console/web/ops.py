@@ -37,4 +37,19 @@ def readyz():
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
     if checks.get("rate_limits") == "database":
         body["degraded"] = ["rate_limit_storage"]
+    if checks["database"] == "ok":
+        # Detail only (never unready): how far the audit trail's consumers are behind. No error
+        # text: this endpoint has no sign-in, and the SIEM's error names its address.
+        from ..services import sequencer, siem
+
+        try:
+            pending, lag = sequencer.backlog(db.session)
+            body["audit_chain"] = {"pending": pending, "lag_seconds": round(lag or 0.0, 3)}
+            if current_app.config.get("SIEM_SYSLOG_URL"):
+                stream = siem.status(db.session)
+                body["audit_stream"] = {k: stream[k] for k in ("state", "behind", "lag_seconds")}
+        except Exception:
+            body["audit_stream"] = {"state": "unknown"}
+        finally:
+            db.session.rollback()
     return jsonify(body), 200 if ready else 503
