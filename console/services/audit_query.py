@@ -24,6 +24,15 @@ FILTER_KEYS = ("start", "end", "actor", "role", "branch", "wallet", "customer", 
                "receipt")
 _TOKEN = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 PAGE_SIZE = 50
+# What a page of results shows (templates/auditing/events.html): read as plain rows, not ORM
+# objects, so the search's own commit cannot expire them (50 reloads, one per row) and the states,
+# details and hashes of 50 events are not fetched for a list that shows none of them.
+# Criteria are written on the table's columns (``_E``), so a page of plain rows is a Core SELECT,
+# read without the ORM's per-row work; a SELECT of whole events (exports, one event) is ORM as before.
+_E = AuditEvent.__table__.c
+LIST_COLUMNS = tuple(_E[name] for name in (
+    "seq", "occurred_at", "actor_type", "actor_employee_no", "actor_role", "actor_branch", "channel", "action",
+    "outcome", "reason_code", "customer_ref", "case_ref"))
 
 
 @dataclass
@@ -82,54 +91,57 @@ def scope_clause(actor: Actor):
     if can(actor, AUDIT_READ_ALL):
         return None
     if can(actor, AUDIT_READ_BRANCH):
-        return AuditEvent.actor_branch == actor.branch_code
+        return _E.actor_branch == actor.branch_code
     if can(actor, AUDIT_READ_OWN):
-        return AuditEvent.case_ref.in_(select(Case.case_no).where(Case.staff_id == actor.staff_id))
-    return AuditEvent.seq < 0  # nothing
+        cases = Case.__table__.c
+        return _E.case_ref.in_(select(cases.case_no).where(cases.staff_id == actor.staff_id))
+    return _E.seq < 0  # nothing
 
 
-def build_query(session: Session, actor: Actor, f: Filters):
-    query = select(AuditEvent)
+def build_query(session: Session, actor: Actor, f: Filters, *, columns=None):
+    """The reader's scope and ``f`` as a SELECT of whole events (or of ``columns``)."""
+    query = select(*columns) if columns else select(AuditEvent)
     scope = scope_clause(actor)
     if scope is not None:
         query = query.where(scope)
     if f.start:
-        query = query.where(AuditEvent.occurred_at >= local_midnight_utc(f.start))
+        query = query.where(_E.occurred_at >= local_midnight_utc(f.start))
     if f.end:
-        query = query.where(AuditEvent.occurred_at < local_midnight_utc(f.end + timedelta(days=1)))
+        query = query.where(_E.occurred_at < local_midnight_utc(f.end + timedelta(days=1)))
     if f.actor:
-        query = query.where(AuditEvent.actor_employee_no == f.actor)
+        query = query.where(_E.actor_employee_no == f.actor)
     if f.role:
-        query = query.where(AuditEvent.actor_role == f.role)
+        query = query.where(_E.actor_role == f.role)
     if f.branch:
-        query = query.where(AuditEvent.actor_branch == f.branch)
+        query = query.where(_E.actor_branch == f.branch)
     if f.wallet:
         customer_no = session.scalar(select(Customer.customer_no).join(Wallet).where(Wallet.wallet_no == f.wallet))
-        query = query.where(AuditEvent.customer_ref == (customer_no or "-"))
+        query = query.where(_E.customer_ref == (customer_no or "-"))
     if f.customer:
-        query = query.where(AuditEvent.customer_ref == f.customer)
+        query = query.where(_E.customer_ref == f.customer)
     if f.action:
         if f.action.endswith("."):
-            query = query.where(AuditEvent.action.startswith(f.action))
+            query = query.where(_E.action.startswith(f.action))
         else:
-            query = query.where(AuditEvent.action == f.action)
+            query = query.where(_E.action == f.action)
     if f.outcome:
-        query = query.where(AuditEvent.outcome == f.outcome)
+        query = query.where(_E.outcome == f.outcome)
     if f.channel:
-        query = query.where(AuditEvent.channel == f.channel)
+        query = query.where(_E.channel == f.channel)
     if f.case:
-        query = query.where(AuditEvent.case_ref == f.case)
+        query = query.where(_E.case_ref == f.case)
     if f.receipt:
-        query = query.where(AuditEvent.receipt_no == f.receipt)
+        query = query.where(_E.receipt_no == f.receipt)
     return query
 
 
 def page(session: Session, actor: Actor, f: Filters, *, before: int | None = None, size: int = PAGE_SIZE):
-    """One page, newest first; ``before`` is the last sequence number of the previous page (keyset)."""
-    query = build_query(session, actor, f)
+    """One page, newest first, as rows of :data:`LIST_COLUMNS`; ``before`` is the last sequence number
+    of the previous page (keyset)."""
+    query = build_query(session, actor, f, columns=LIST_COLUMNS)
     if before is not None:
-        query = query.where(AuditEvent.seq < before)
-    rows = session.scalars(query.order_by(AuditEvent.seq.desc()).limit(size + 1)).all()
+        query = query.where(_E.seq < before)
+    rows = session.execute(query.order_by(_E.seq.desc()).limit(size + 1)).all()
     return rows[:size], (rows[size - 1].seq if len(rows) > size else None)
 
 
