@@ -300,19 +300,21 @@ def _scan_sqlite(session: Session, want, top: int) -> audit_verifier.LineChecker
         last = chunk[-1]["seq"]
 
 
+def _whole(c: audit_verifier.LineChecker) -> dict:
+    """A one-segment walk's result, as :func:`_scan` joins them."""
+    return {"count": c.count, "problem": c.problem, "last": c.last_hash or GENESIS_HASH, "seen": c.seen,
+            "expected": c.expected}
+
+
 def _scan(session: Session, head_seq: int, want, workers: int) -> dict:
     """Walk every event in sequence order; the first problem and the hashes at ``want``."""
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
-        c = _scan_sqlite(session, want, head_seq)
-        return {"count": c.count, "problem": c.problem, "last": c.last_hash or GENESIS_HASH, "seen": c.seen,
-                "expected": c.expected}
+        return _whole(_scan_sqlite(session, want, head_seq))
     top = head_seq  # events chained after the head was read are not this verification's
     if workers <= 1 or top < PARALLEL_FROM:
         conn = session.connection().connection.driver_connection
-        c = _scan_copy(conn, 1, max(top, 1), want, GENESIS_HASH)
-        return {"count": c.count, "problem": c.problem, "last": c.last_hash or GENESIS_HASH, "seen": c.seen,
-                "expected": c.expected}
+        return _whole(_scan_copy(conn, 1, max(top, 1), want, GENESIS_HASH))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -337,25 +339,6 @@ def _scan(session: Session, head_seq: int, want, workers: int) -> dict:
                     "seen": seen, "expected": part["expected"]}
         prev = part["last"] or prev
     return {"count": count, "problem": None, "last": prev, "seen": seen, "expected": count + 1}
-
-
-def _anchor_valid(anchor: dict, key) -> bool:
-    """A checkpoint statement held outside the database: its Ed25519 signature, with ``key``."""
-    from datetime import datetime
-
-    from cryptography.exceptions import InvalidSignature
-
-    from . import checkpoints
-
-    try:
-        signed_at = anchor["signed_at"]
-        if isinstance(signed_at, str):
-            signed_at = datetime.fromisoformat(signed_at)
-        (key or checkpoints.public_key()).verify(
-            bytes.fromhex(anchor["signature"]), checkpoints.statement(int(anchor["seq"]), anchor["hash"], signed_at))
-        return True
-    except (InvalidSignature, ValueError, KeyError, TypeError):
-        return False
 
 
 def record_verification(session: Session, actor: Actor, report: ChainReport) -> dict:
@@ -403,7 +386,7 @@ def verify_chain(session: Session, *, public_key=None, anchors=None, workers: in
         if not checkpoints.signature_valid(cp, public_key):
             return report(False, 0, cp.seq, f"checkpoint {cp.id} has an invalid signature", signed, held)
     for anchor in held:
-        if not _anchor_valid(anchor, public_key):
+        if not checkpoints.anchor_valid(anchor, public_key):
             return report(False, 0, anchor["seq"],
                           f"the held checkpoint at seq {anchor['seq']} does not verify with the given public key",
                           signed, held)
