@@ -107,7 +107,8 @@ def database_url(template_db, tmp_path):
     name = f"bc_t_{RUN_ID}_{next(_counter)}"
     engine = _pg_admin_engine()
     with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+        # FILE_COPY: a copy of the template's files, quicker here than WAL-logging every page of it.
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY'))
     yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
