@@ -31,7 +31,7 @@ run: setup
 	$(BIN)/flask db upgrade
 	$(BIN)/flask console seed-demo --if-empty
 	@echo
-	@echo "Branch Console is starting at http://$(HOST):$(PORT)/"
+	@echo "Branch Console is starting: open http://localhost:$(PORT)/ (security keys need that name, not an IP address)"
 	@echo "Sign in with an employee number and password above, then the 6-digit code from an"
 	@echo "authenticator app holding that TOTP secret (or: $(BIN)/flask console demo-code T1001)."
 	@echo "SMS to customers (codes, temporary passwords) arrive in instance/sms-outbox.log."

@@ -24,7 +24,7 @@ REQUIRED_SECRETS = ("SECRET_KEY", "DATA_ENCRYPTION_KEY", "BLIND_INDEX_KEY", "AUD
 # Settings that are or may hold secrets: each can also be read from a file named by
 # CONSOLE_<NAME>_FILE (Docker/Kubernetes secrets, systemd credentials), never both.
 FILE_SETTINGS = REQUIRED_SECRETS + ("DATABASE_URL", "RATELIMIT_STORAGE_URI", "SMS_HTTP_TOKEN",
-                                    "REGISTRY_HTTP_TOKEN")
+                                    "REGISTRY_HTTP_TOKEN", "DIRECTORY_BIND_PASSWORD")
 SECRET_KEY_MIN_LENGTH = 32
 SECRET_KEY_MIN_BITS = 128
 
@@ -171,6 +171,15 @@ class BaseConfig:
     STAFF_ABSOLUTE_TIMEOUT_HOURS = 12
     STAFF_PENDING_SIGNIN_SECONDS = 300
     TOTP_ISSUER = "Branch Console"
+    # Roles that must sign in with a security key (passkey), never with TOTP alone, e.g.
+    # "supervisor,admin" (docs/passkeys.md). Empty: a key is optional for everyone.
+    STAFF_KEY_REQUIRED_ROLES: tuple = ()
+    # WebAuthn relying party (docs/passkeys.md): the console's domain name (never an IP address:
+    # browsers refuse one) and the exact origins its pages are served from. Unset, both come from
+    # PUBLIC_BASE_URL; checked at start-up.
+    WEBAUTHN_RP_ID: str | None = None
+    WEBAUTHN_RP_NAME = "Branch Console"
+    WEBAUTHN_ORIGINS: tuple = ()
 
     # Flask / cookies.
     SESSION_COOKIE_NAME = "bc_session"
@@ -220,6 +229,28 @@ class BaseConfig:
     SIEM_TIMEOUT_SECONDS = 10
     SIEM_INTERVAL_SECONDS = 1.0
     SIEM_BACKOFF_MAX_SECONDS = 30.0
+
+    # The bank's directory (docs/directory.md, console/services/directory.py). Empty URL: off, every
+    # account is local. ldaps://host[:port] or ldap://host[:port] (with DIRECTORY_STARTTLS on).
+    DIRECTORY_URL = ""
+    DIRECTORY_STARTTLS = True                 # ldap:// only; plain LDAP needs DIRECTORY_ALLOW_PLAIN
+    DIRECTORY_ALLOW_PLAIN = False             # plain LDAP: loopback test set-ups only
+    DIRECTORY_CA_FILE: str | None = None      # PEM CA bundle (default: system CAs)
+    DIRECTORY_BIND_DN = ""                    # the console's search account
+    DIRECTORY_BIND_PASSWORD = ""
+    DIRECTORY_USER_BASE = ""
+    DIRECTORY_USER_FILTER = "(objectClass=inetOrgPerson)"
+    DIRECTORY_EMPLOYEE_ATTRIBUTE = "employeeNumber"
+    DIRECTORY_NAME_ATTRIBUTE = "displayName"
+    DIRECTORY_BRANCH_ATTRIBUTE = "departmentNumber"  # holds the branch code
+    # Entries matching this filter (within the user filter) are disabled in the directory.
+    DIRECTORY_DISABLED_FILTER = "(employeeType=disabled)"
+    # Group DN -> role, as JSON in CONSOLE_DIRECTORY_GROUP_ROLES; groups are groupOfNames (member).
+    # A member of several mapped groups gets the first one's role (the mapping's order).
+    DIRECTORY_GROUP_ROLES: dict = {}
+    DIRECTORY_GROUP_MEMBER_ATTRIBUTE = "member"
+    DIRECTORY_TIMEOUT_SECONDS = 5
+    DIRECTORY_SYNC_SECONDS = 300              # run `flask staff directory-sync` this often
 
     @classmethod
     def load(cls) -> dict:
@@ -305,6 +336,9 @@ class DevelopmentConfig(BaseConfig):
     ENV_NAME = "development"
     DATABASE_URL = f"sqlite:///{INSTANCE_DIR / 'console.db'}"
     PUBLIC_BASE_URL = LOCAL_RUN_ADDRESS
+    # Security keys need a domain name: the demo is opened at http://localhost:5000, not 127.0.0.1.
+    WEBAUTHN_RP_ID = "localhost"
+    WEBAUTHN_ORIGINS = (f"http://localhost:{os.environ.get('FLASK_RUN_PORT', '5000')}",)
 
     @classmethod
     def load(cls) -> dict:
@@ -329,6 +363,8 @@ class TestingConfig(BaseConfig):
     WALLET_SERVICE_KEY = base64.urlsafe_b64encode(b"w" * 32).decode()
     DATABASE_URL = "sqlite://"
     PUBLIC_BASE_URL = "https://wallet.bank.test"
+    WEBAUTHN_RP_ID = "localhost"
+    WEBAUTHN_ORIGINS = ("http://localhost",)
     RATELIMIT_ENABLED = False  # tests that exercise limits switch them on
     WTF_CSRF_ENABLED = True
 
@@ -372,7 +408,54 @@ def load_config(name: str | None = None) -> dict:
     for key in REQUIRED_SECRETS:
         if key != "SECRET_KEY" and values.get(key):
             _check_key(key, values[key])
+    check_directory(values)
     return values
+
+
+DIRECTORY_ROLES = ("teller", "supervisor", "auditor", "admin", "agent")
+
+
+def check_directory(values: dict) -> None:
+    """Refuse to start on a directory setting that cannot work (docs/directory.md); normalises
+    DIRECTORY_GROUP_ROLES from its JSON form. Nothing to check when DIRECTORY_URL is empty."""
+    roles = values.get("DIRECTORY_GROUP_ROLES") or {}
+    if isinstance(roles, str):
+        try:
+            roles = json.loads(roles)
+        except ValueError:
+            raise ConfigError("CONSOLE_DIRECTORY_GROUP_ROLES must be a JSON object: "
+                              '{"cn=tellers,ou=groups,dc=bank,dc=cn": "teller", ...}.') from None
+    values["DIRECTORY_GROUP_ROLES"] = roles
+    url = (values.get("DIRECTORY_URL") or "").strip()
+    if not url:
+        return
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("ldap", "ldaps") or not rest.strip("/"):
+        raise ConfigError(f"CONSOLE_DIRECTORY_URL {url!r}: use ldaps://host[:port] or ldap://host[:port].")
+    if scheme == "ldap" and not values.get("DIRECTORY_STARTTLS") and not values.get("DIRECTORY_ALLOW_PLAIN"):
+        raise ConfigError("CONSOLE_DIRECTORY_URL is plain ldap:// without StartTLS: passwords would cross "
+                          "the network in clear. Use ldaps://, CONSOLE_DIRECTORY_STARTTLS=1, or (loopback "
+                          "tests only) CONSOLE_DIRECTORY_ALLOW_PLAIN=1.")
+    for key in ("DIRECTORY_BIND_DN", "DIRECTORY_BIND_PASSWORD", "DIRECTORY_USER_BASE",
+                "DIRECTORY_EMPLOYEE_ATTRIBUTE", "DIRECTORY_BRANCH_ATTRIBUTE"):
+        if not str(values.get(key) or "").strip():
+            raise ConfigError(f"CONSOLE_{key} must be set when CONSOLE_DIRECTORY_URL is.")
+    for key in ("DIRECTORY_USER_FILTER", "DIRECTORY_DISABLED_FILTER"):
+        text = str(values.get(key) or "")
+        if not (text.startswith("(") and text.endswith(")") and text.count("(") == text.count(")")):
+            raise ConfigError(f"CONSOLE_{key} {text!r} is not an LDAP filter (it must be parenthesised).")
+    if not isinstance(roles, dict) or not roles:
+        raise ConfigError("CONSOLE_DIRECTORY_GROUP_ROLES must map at least one group DN to a role.")
+    for group, role in roles.items():
+        if role not in DIRECTORY_ROLES:
+            raise ConfigError(f"CONSOLE_DIRECTORY_GROUP_ROLES: {group!r} maps to {role!r}, not a role "
+                              f"({', '.join(DIRECTORY_ROLES)}).")
+    ca_file = values.get("DIRECTORY_CA_FILE")
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"CONSOLE_DIRECTORY_CA_FILE {ca_file!r} is not a readable file.")
+    for key in ("DIRECTORY_TIMEOUT_SECONDS", "DIRECTORY_SYNC_SECONDS"):
+        if not isinstance(values.get(key), (int, float)) or values[key] <= 0:
+            raise ConfigError(f"CONSOLE_{key} must be a positive number of seconds.")
 
 
 def _check_key(name: str, value: str) -> None:

@@ -66,6 +66,9 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     app.register_blueprint(desk.bp)
     app.register_blueprint(receipt_check.bp)
     app.register_blueprint(alerts.bp)
+    from .web import passkeys as passkey_pages
+
+    passkey_pages.init_app(app)
 
     from .web import ops, self_service
 

@@ -31,7 +31,7 @@ from .extensions import db, login_manager
 from .models.audit import AuditEvent
 from .models.staff import Branch, Role, Staff
 from .permissions import ADMIN_MANAGE, AUDIT_READ_ALL, can
-from .services import staff_admin
+from .services import passkeys, staff_admin
 from .services.actor import Actor
 from .services.errors import DomainError, NotAllowed
 from .timeutil import format_local, utcnow
@@ -189,17 +189,30 @@ def _locked(staff: Staff) -> bool:
     return bool(staff.failed_signins) or (staff.locked_until is not None and staff.locked_until > utcnow())
 
 
+def _has_passkey(staff: Staff) -> bool:
+    """Whether the account has an active security key: one query per request for every row."""
+    if "staff_with_passkeys" not in g:
+        g.staff_with_passkeys = passkeys.staff_with_passkeys(db.session)
+    return staff.id in g.staff_with_passkeys
+
+
 STAFF_ACTIONS: dict[str, StaffAction] = {a.name: a for a in (
     StaffAction("reset_password", _l("Reset password"),
                 _l("A new one-time password is issued and shown to you once, on a hand-over slip to print. Every "
                    "session of the account ends at once; the new password must be changed at the first sign-in."),
                 _l("Password reset for %(accounts)s. Hand over the slip below in person."),
-                staff_admin.reset_staff_password, lambda s, me: bool(s.active)),
+                staff_admin.reset_staff_password,
+                lambda s, me: bool(s.active) and not s.from_directory),
     StaffAction("reset_totp", _l("Reset authenticator"),
-                _l("The authenticator app is unbound and every session ends. At the next sign-in the staff member "
-                   "scans a new QR code."),
+                _l("The authenticator app is unbound, every security key is revoked and every session ends. At the "
+                   "next sign-in the staff member scans a new QR code."),
                 _l("Authenticator reset for %(accounts)s."),
                 staff_admin.reset_staff_totp, lambda s, me: bool(s.active) and s.totp_enrolled),
+    StaffAction("revoke_keys", _l("Revoke security keys"),
+                _l("Every security key of the account is revoked (a lost or stolen key) and every session ends. The "
+                   "authenticator app stays; a role that must use a key enrols a new one at the next sign-in."),
+                _l("Security keys revoked for %(accounts)s."),
+                staff_admin.revoke_staff_passkeys, lambda s, me: bool(s.active) and _has_passkey(s)),
     StaffAction("unlock", _l("Unlock"),
                 _l("The sign-in lock after wrong passwords ends and the failure count starts again from zero."),
                 _l("Unlocked: %(accounts)s."),
@@ -224,16 +237,17 @@ class ActionForm(FlaskForm):
 
 
 class StaffAdmin(AuditedModelView):
-    column_list = ("employee_no", "name", "role", "branch", "active", "must_change_password",
+    column_list = ("employee_no", "name", "role", "branch", "active", "auth_source", "must_change_password",
                    "totp_secret_enc", "locked_until", "last_signin_at")
     column_details_list = column_list
     column_labels = {
         "employee_no": _l("Employee number"), "name": _l("Name"), "role": _l("Role"),
         "branch": _l("Branch"), "active": _l("Status"), "must_change_password": _l("Must change password"),
         "totp_secret_enc": _l("Authenticator enrolled"), "locked_until": _l("Locked until (Beijing time)"),
-        "last_signin_at": _l("Last sign-in (Beijing time)"),
+        "last_signin_at": _l("Last sign-in (Beijing time)"), "auth_source": _l("Account source"),
     }
     column_formatters = {
+        "auth_source": lambda v, c, m, p: _("Bank directory") if m.from_directory else _("Local account"),
         "role": lambda v, c, m, p: ROLE_LABELS.get(m.role, m.role),
         "branch": lambda v, c, m, p: m.branch.name if m.branch else "",
         "active": lambda v, c, m, p: _yes_no(m.active, _("Active"), _("Disabled")),

@@ -34,6 +34,9 @@ REFUSAL_MESSAGES = {
     ("conflict", "code"): "Branch {branch_code} already exists.",
     ("not_found", "branch"): "No branch {branch_code}; pass --create-branch NAME to create it.",
     ("not_found", "unknown_wallet"): "No active wallet {wallet_no}.",
+    ("conflict", "auth_source"): "{employee_no} already signs in with the bank's directory.",
+    ("not_allowed", "directory"): "The directory has no enabled entry for {employee_no} in a mapped group "
+                                  "at a known branch.",
 }
 
 
@@ -152,6 +155,49 @@ def fire_signins(wallet_no: str, attempts: int, password: str, sources: int) -> 
                                 commit=boundary.commit_now)
     for n, result in enumerate(results, start=1):
         click.echo(f"{n:>3} {result}")
+
+
+@console_cli.command("directory-sync")
+@click.option("--loop", is_flag=True, help="Sync every DIRECTORY_SYNC_SECONDS until interrupted.")
+def directory_sync(loop: bool) -> None:
+    """Bring directory-sourced staff in line with the bank's directory (docs/directory.md)."""
+    from .services import directory
+
+    if not directory.enabled():
+        raise click.ClickException("The directory is off (CONSOLE_DIRECTORY_URL is empty).")
+    while True:
+        try:
+            report = boundary.step(directory.sync)
+            click.echo(f"checked {report.checked} directory accounts, {len(report.changes)} changed")
+            for employee_no, change in report.changes:
+                click.echo(f"  {employee_no}: {change}")
+        except directory.DirectoryUnavailable as exc:
+            click.echo(f"The directory is unavailable ({exc}); nothing was changed.", err=True)
+            if not loop:
+                sys.exit(1)
+        db.session.remove()
+        if not loop:
+            return
+        time.sleep(current_app.config["DIRECTORY_SYNC_SECONDS"])
+
+
+@console_cli.command("directory-adopt")
+@click.argument("employee_no")
+def directory_adopt(employee_no: str) -> None:
+    """Move a local staff account to the bank's directory (docs/directory.md)."""
+    from .models.staff import Staff
+    from .services import directory
+
+    if not directory.enabled():
+        raise click.ClickException("The directory is off (CONSOLE_DIRECTORY_URL is empty).")
+    staff = db.session.scalar(select(Staff).where(Staff.employee_no == employee_no))
+    if staff is None:
+        raise click.ClickException(f"No staff member {employee_no}.")
+    try:
+        boundary.perform(Actor.operator(), directory.adopt, staff)
+    except directory.DirectoryUnavailable as exc:
+        raise click.ClickException(f"The directory is unavailable ({exc}); nothing was changed.") from None
+    click.echo(f"{employee_no} now signs in with the bank's directory.")
 
 
 @console_cli.command("deliver-notifications")

@@ -106,6 +106,8 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     # Staff sign-in and sessions.
     "staff.signin", "staff.locked", "staff.password_change", "staff.totp_enrol", "staff.signout",
     "staff.session_end",
+    # Security keys (passkeys): enrolled, renamed, revoked by their owner or an admin, presented.
+    "staff.passkey_enrol", "staff.passkey_rename", "staff.passkey_revoke", "staff.passkey_assert",
     # Administration.
     "staff.create", "staff.update", "staff.unlock", "staff.password_reset", "staff.totp_reset",
     "branch.create", "branch.update",
@@ -114,7 +116,7 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "case.open", "case.view", "case.note", "case.close",
     "verification.counter", "verification.phone", "verification.code_sent", "verification.adopt",
     "approval.request", "approval.list", "approval.view", "approval.decide", "approval.approve",
-    "approval.reject", "approval.execute", "approval.expire",
+    "approval.reject", "approval.execute", "approval.expire", "approval.counter_authorise",
     "alert.view", "alert.acknowledge",
     "receipt.issue", "receipt.view", "receipt.print", "receipt.reprint",
     # Wallets: opening, the customer's own changes, the lockout engine and the risk monitor.

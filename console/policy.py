@@ -44,6 +44,17 @@ class StaffSignin:
     absolute_timeout_hours: int
     pending_signin_seconds: int  # between the password and the second factor
     totp_issuer: str
+    key_required_roles: tuple[str, ...]  # these roles sign in with a security key, never TOTP alone
+    relying_party: RelyingParty  # the security keys' (WebAuthn) relying party
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """Where security keys are valid (WebAuthn): a domain name and the exact origins of the pages."""
+
+    rp_id: str
+    name: str
+    origins: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -273,6 +284,58 @@ class _Reader:
             return ""
         return value.rstrip("/")
 
+    def roles(self, key: str) -> tuple[str, ...]:
+        value = self.config.get(key)
+        if not isinstance(value, (tuple, list)) or any(v not in codes.ROLES for v in value):
+            self._bad(key, "a comma-separated list of roles among " + ", ".join(codes.ROLES) + " (or empty)")
+            return ()
+        return tuple(dict.fromkeys(value))
+
+    def relying_party(self) -> RelyingParty:
+        """WEBAUTHN_RP_ID and WEBAUTHN_ORIGINS (by default both from PUBLIC_BASE_URL): a domain name,
+        never an IP address (browsers refuse one), and origins on it or its subdomains, https except
+        on localhost (and https only in production)."""
+        from ipaddress import ip_address
+        from urllib.parse import urlsplit
+
+        base = self.config.get("PUBLIC_BASE_URL")
+        rp_id = self.config.get("WEBAUTHN_RP_ID") or (urlsplit(base).hostname if isinstance(base, str) else None)
+        origins = self.config.get("WEBAUTHN_ORIGINS") or (
+            ("{0.scheme}://{0.netloc}".format(urlsplit(base)),) if isinstance(base, str) else ())
+        production = self.config.get("ENV_NAME") == "production"
+        try:
+            ip_address((rp_id or "").strip("[]"))
+            is_ip = True
+        except ValueError:
+            is_ip = False
+        labels = (rp_id or "").split(".")
+        if (not isinstance(rp_id, str) or is_ip or rp_id != rp_id.lower() or len(rp_id) > 253
+                or not all(label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+                           and not label.startswith("-") and not label.endswith("-") for label in labels)):
+            self._bad("WEBAUTHN_RP_ID", "the console's domain name in lower case, such as console.bank.example "
+                      "(an IP address is not allowed: browsers refuse security keys there; for a local demo "
+                      "use localhost)")
+            return RelyingParty(rp_id="localhost", name="", origins=())
+        checked = []
+        for origin in origins if isinstance(origins, (tuple, list)) else (origins,):
+            try:
+                parts = urlsplit(origin) if isinstance(origin, str) else None
+                host = parts.hostname if parts else None
+                parts.port  # noqa: B018  (raises on a port that is not a number)
+            except (ValueError, AttributeError):
+                parts = host = None
+            on_rp = host is not None and (host == rp_id or host.endswith("." + rp_id))
+            secure = parts is not None and (parts.scheme == "https" or (
+                parts.scheme == "http" and host == "localhost" and not production))
+            if not (on_rp and secure) or parts.path not in ("", "/") or parts.query or parts.fragment:
+                self._bad("WEBAUTHN_ORIGINS", f"a comma-separated list of origins such as https://{rp_id}, "
+                          f"on {rp_id} or its subdomains, https (http only for localhost outside production)")
+                return RelyingParty(rp_id=rp_id, name="", origins=())
+            checked.append(f"{parts.scheme}://{parts.netloc}")
+        if not checked:
+            self._bad("WEBAUTHN_ORIGINS", f"at least one origin such as https://{rp_id}")
+        return RelyingParty(rp_id=rp_id, name=self.text("WEBAUTHN_RP_NAME") or "", origins=tuple(checked))
+
     def reason_codes(self, key: str) -> tuple[str, ...]:
         value = self.config.get(key)
         if (not isinstance(value, (tuple, list)) or not value or len(set(value)) != len(value)
@@ -305,7 +368,9 @@ def build(config: Mapping) -> Policy:
             idle_timeout_minutes=r.whole("STAFF_IDLE_TIMEOUT_MINUTES"),
             absolute_timeout_hours=r.whole("STAFF_ABSOLUTE_TIMEOUT_HOURS"),
             pending_signin_seconds=r.whole("STAFF_PENDING_SIGNIN_SECONDS"),
-            totp_issuer=r.text("TOTP_ISSUER")),
+            totp_issuer=r.text("TOTP_ISSUER"),
+            key_required_roles=r.roles("STAFF_KEY_REQUIRED_ROLES"),
+            relying_party=r.relying_party()),
         wallet_lockout=WalletLockout(
             threshold=r.whole("WALLET_LOCKOUT_THRESHOLD"),
             lock_durations_minutes=r.durations("WALLET_LOCK_DURATIONS_MINUTES"),

@@ -16,7 +16,8 @@ at once (logged) instead of waiting for itself. PostgreSQL has no such restricti
 
 A staff member who hits a limit gets a 429 page and an audit event.
 
-Credentials (sign-in form, TOTP step, API tokens), SMS codes and searches are limited per person
+Credentials (sign-in form, TOTP step, API tokens, a supervisor's credentials presented at a
+teller's screen), SMS codes and searches are limited per person
 AND per address, each with one counter shared by the console and the API (``SHARED_LIMITS``): a
 person is ``staff:<id>`` whichever channel they use. The SMS cap per customer (across staff and
 channels) is not here but in console/services/verification.py, where the customer is known and the
@@ -108,14 +109,14 @@ EMPLOYEE_NO = re.compile(r"[A-Za-z0-9]{1,16}")
 
 
 def signing_in_key() -> str:
-    """Per person signing in, one key for the sign-in form, its TOTP step and API token issuing:
+    """Per person signing in, one key for the sign-in form, its TOTP or security-key step and API token issuing:
     ``staff:<id>`` of the account named (or ``employee:<number>`` for a number that names no
     account), so a person's credential checks are counted together whatever the channel."""
     from flask import session
 
     from .models.staff import Staff
 
-    pending = session.get("pending") if request.endpoint == "auth.totp" else None
+    pending = session.get("pending") if request.endpoint in ("auth.totp", "signin_key.present") else None
     if isinstance(pending, dict) and isinstance(pending.get("staff"), int):
         return f"staff:{pending['staff']}"
     typed = None
@@ -152,7 +153,10 @@ def _config(name):
 # group -> (config key of the limit, {endpoint: methods})
 SHARED_LIMITS = {
     "staff_signin": ("LIMIT_STAFF_SIGNIN", {
-        "auth.login": ["POST"], "auth.totp": ["POST"], "staff_api.issue_token": ["POST"]}),
+        "auth.login": ["POST"], "auth.totp": ["POST"], "signin_key.present": ["POST"],
+        "staff_api.issue_token": ["POST"],
+        # A supervisor's credentials presented at a teller's screen (主管现场授权): counted with their sign-in.
+        "desk.counter_authorise": ["POST"], "desk.counter_authorise_key": ["POST"]}),
     "otp_send": ("LIMIT_OTP_SEND", {
         "desk.verify_phone_start": ["POST"], "desk.verify_phone_resend": ["POST"],
         "staff_api.verify_phone_start": ["POST"]}),

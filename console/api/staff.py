@@ -19,7 +19,7 @@ from ..adapters.registry import registry_from_config
 from ..extensions import csrf, db
 from ..identity import mask_name
 from ..models.customer import Wallet
-from ..services import cases, operations, overview, receipts, recovery, staff_auth, verification
+from ..services import cases, operations, overview, passkeys, receipts, recovery, staff_auth, verification
 from ..services.actor import Actor
 from ..services.errors import DomainError
 from ..web import once
@@ -112,7 +112,9 @@ def _api_error(exc: ApiError):
                rate_limited=True, refusals={
                    401: "employee number, password or code incorrect, or an account that cannot sign in "
                         "(code invalid_credentials: one answer for all)",
-                   403: "sign in to the console once to change the password and enrol TOTP (code signin_incomplete)"})
+                   403: "sign in to the console once to change the password and enrol TOTP (code signin_incomplete); "
+                        "a role that must sign in with a security key gets no token for password and TOTP "
+                        "(code key_required)"})
 def issue_token():
     data = request_body()
     ip = request.remote_addr
@@ -126,6 +128,8 @@ def issue_token():
     staff = result.staff
     if staff.must_change_password or not staff.totp_enrolled:
         raise ApiError(403, "signin_incomplete", "Sign in to the console once to change the password and enrol TOTP.")
+    if passkeys.key_required(staff):
+        raise ApiError(403, "key_required", "This role signs in with a security key, which the API does not take.")
     result = boundary.step(staff_auth.check_totp, staff, data.totp_code, source_ip=ip)  # it counts
     if result.status != "ok":
         raise refused

@@ -8,3 +8,4 @@ from .ratelimit import RateLimitCounter  # noqa: F401
 from .staff import Branch, BranchKind, Role, Staff, StaffSession  # noqa: F401
 from .idempotency import IdempotencyKey  # noqa: F401
 from .recovery import Recovery  # noqa: F401
+from .passkey import StaffPasskey, WebauthnChallenge  # noqa: F401

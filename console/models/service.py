@@ -101,12 +101,19 @@ class Approval(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How it was decided: "queue" (the approvals page, the staff API) or "counter" (主管现场授权: a
+    # supervisor at the screen of ``counter_staff_id``, signed in there as session ``counter_session``,
+    # the public id the audit trail names). NULL while undecided, and for decisions made before 0015.
+    decided_via: Mapped[str | None] = mapped_column(String(8))
+    counter_session: Mapped[str | None] = mapped_column(String(16))
+    counter_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
 
     case: Mapped[Case] = relationship()
     customer: Mapped[Customer] = relationship()
     wallet: Mapped[Wallet] = relationship()
     maker: Mapped[Staff] = relationship(foreign_keys=[maker_id])
     checker: Mapped[Staff | None] = relationship(foreign_keys=[checker_id])
+    counter_staff: Mapped[Staff | None] = relationship(foreign_keys=[counter_staff_id])
 
     __table_args__ = (
         # One pending request per customer and operation.

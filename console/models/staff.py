@@ -58,6 +58,10 @@ class Staff(UserMixin, db.Model):
     # shown after the next successful sign-in instead.
     lock_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lock_notice_failures: Mapped[int | None] = mapped_column(Integer)
+    # "local": the password is checked against password_hash (break-glass admins); "directory":
+    # by binding to the bank's directory as directory_dn (console/services/directory.py).
+    auth_source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    directory_dn: Mapped[str | None] = mapped_column(String(512))
     # Bumped to end every session of this staff member at once.
     session_generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -75,6 +79,10 @@ class Staff(UserMixin, db.Model):
         # A Staff object is only ever current_user through a live session. UserMixin would
         # answer "is_active", which flips mid-request when an admin edits this very row.
         return True
+
+    @property
+    def from_directory(self) -> bool:
+        return self.auth_source == "directory"
 
     @property
     def totp_enrolled(self) -> bool:

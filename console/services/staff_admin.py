@@ -9,7 +9,7 @@ from ..models.staff import Branch, OneTimeSecret, Role, Staff, StaffSession
 from ..passwords import generate_initial_password, hash_password
 from ..permissions import ADMIN_MANAGE, can
 from ..timeutil import utcnow
-from . import audit
+from . import audit, passkeys
 from .actor import Actor
 from .errors import Conflict, InvalidInput, NotAllowed
 
@@ -108,6 +108,10 @@ def set_staff_active(session: Session, actor: Actor, staff: Staff, active: bool)
 def reset_staff_password(session: Session, actor: Actor, staff: Staff) -> str:
     """Admin reset: a new one-time password, forced change, every session ended."""
     _require_admin(session, actor, "staff.password_reset")
+    if staff.from_directory:  # the bank's directory holds this password (docs/directory.md)
+        raise NotAllowed("directory account", audit={
+            "action": "staff.password_reset", "outcome": "denied", "reason_code": "directory_account",
+            "details": {"employee_no": staff.employee_no}})
     before = staff_snapshot(staff)
     initial = generate_initial_password()
     staff.password_hash = hash_password(initial)
@@ -119,14 +123,26 @@ def reset_staff_password(session: Session, actor: Actor, staff: Staff) -> str:
 
 
 def reset_staff_totp(session: Session, actor: Actor, staff: Staff) -> None:
-    """Unbind the authenticator; the staff member enrols again at next sign-in."""
+    """Every second factor is gone (a lost phone, keys and all): unbind the authenticator and
+    revoke every security key; the staff member enrols again at next sign-in."""
     _require_admin(session, actor, "staff.totp_reset")
     before = staff_snapshot(staff)
     staff.totp_secret_enc = None
     staff.totp_last_step = None
+    revoked = passkeys.revoke_every_key(session, staff, revoked_by_id=actor.staff_id)
     ended = end_all_sessions(session, staff, "totp_reset")
     audit.record(session, actor, "staff.totp_reset", before=before, after=staff_snapshot(staff),
-                 details={"sessions_ended": ended})
+                 details={"sessions_ended": ended, "passkeys_revoked": revoked})
+
+
+def revoke_staff_passkeys(session: Session, actor: Actor, staff: Staff) -> None:
+    """A lost or stolen security key: revoke every key of the account and end its sessions; the
+    authenticator app stays. A role that must use a key enrols a new one at the next sign-in."""
+    _require_admin(session, actor, "staff.passkey_revoke")
+    revoked = passkeys.revoke_every_key(session, staff, revoked_by_id=actor.staff_id)
+    ended = end_all_sessions(session, staff, "keys_revoked")
+    audit.record(session, actor, "staff.passkey_revoke", details={
+        "employee_no": staff.employee_no, "by": "admin", "passkeys_revoked": revoked, "sessions_ended": ended})
 
 
 def unlock_staff(session: Session, actor: Actor, staff: Staff) -> None:

@@ -18,7 +18,7 @@ from .. import crypto, policy
 from ..models.staff import PendingSignin, Staff, StaffSession
 from ..passwords import hash_password, staff_password_problems, verify_password
 from ..timeutil import utcnow
-from . import audit
+from . import audit, directory
 from .actor import Actor
 
 GENERIC_FAILURE = "bad_credentials"
@@ -26,7 +26,8 @@ GENERIC_FAILURE = "bad_credentials"
 
 @dataclass
 class SigninResult:
-    """``status`` is "ok", "invalid" or "locked". The password step never answers "locked": a
+    """``status`` is "ok", "invalid", "locked" or "unavailable" (the bank's directory could not
+    check a directory account's password). The password step never answers "locked": a
     locked account, an inactive one and an unknown number all answer "invalid" (``reason`` says
     which, for the audit trail and the tests, never for the person signing in)."""
 
@@ -75,9 +76,10 @@ def _release_attempt(session: Session, staff: Staff) -> None:
     staff.locked_until = None
 
 
-def _fail_attempt(session: Session, staff: Staff, actor: Actor, step: str) -> SigninResult:
+def _fail_attempt(session: Session, staff: Staff, actor: Actor, step: str, *, action: str = "staff.signin",
+                  reason_code: str = GENERIC_FAILURE) -> SigninResult:
     """The reserved attempt failed: lock when it was the last allowed one."""
-    audit.record(session, actor, "staff.signin", outcome="failed", reason_code=GENERIC_FAILURE,
+    audit.record(session, actor, action, outcome="failed", reason_code=reason_code,
                  details={"employee_no": staff.employee_no, "step": step,
                           "failures": staff.failed_signins})
     if staff.failed_signins >= _rules().lockout_threshold:
@@ -104,6 +106,8 @@ def check_password(session: Session, employee_no: str, password: str, *, source_
     """
     actor = Actor.anonymous(source_ip=source_ip)
     staff = session.scalar(select(Staff).where(Staff.employee_no == employee_no.strip()))
+    if staff is None and directory.enabled():
+        return _first_directory_signin(session, employee_no.strip(), password, actor)
     if staff is None:
         _spend_dummy_check(password)
         audit.record(session, actor, "staff.signin", outcome="failed", reason_code="unknown_employee",
@@ -121,11 +125,61 @@ def check_password(session: Session, employee_no: str, password: str, *, source_
         audit.record(session, actor, "staff.signin", outcome="denied", reason_code="account_locked",
                      details={"employee_no": staff.employee_no})
         return SigninResult("invalid", staff, staff.locked_until, reason="account_locked")
+    if staff.from_directory:
+        return _check_directory_password(session, staff, password, actor)
     if not verify_password(staff.password_hash, password):
         result = _fail_attempt(session, staff, actor, "password")
         return SigninResult("invalid", staff, result.locked_until, reason=GENERIC_FAILURE)
     _return_slot(session, staff)
     return SigninResult("ok", staff)
+
+
+def _directory_unavailable(session: Session, actor: Actor, employee_no: str) -> SigninResult:
+    audit.record(session, actor, "staff.signin", outcome="failed", reason_code="directory_unavailable",
+                 details={"employee_no": employee_no[:16]})
+    return SigninResult("unavailable", reason="directory_unavailable")
+
+
+def _check_directory_password(session: Session, staff: Staff, password: str, actor: Actor) -> SigninResult:
+    """The directory checks the password (a bind as the person's entry) after the slot is reserved;
+    the entry's state is applied first, so a person disabled there is refused here at once."""
+    _spend_dummy_check(password)  # the same cost as a local check, on top of the directory's
+    try:
+        entry = directory.find_entry(staff.employee_no)
+        refused = directory.refusal(session, entry)
+        accepted = refused is None and directory.password_accepted(entry.dn, password)
+    except directory.DirectoryUnavailable:
+        _return_slot(session, staff)  # not a guess: the password was never checked
+        return _directory_unavailable(session, actor, staff.employee_no)
+    if refused is not None:
+        _return_slot(session, staff)
+        directory.reconcile(session, staff, entry)
+        audit.record(session, actor, "staff.signin", outcome="denied", reason_code=refused,
+                     details={"employee_no": staff.employee_no})
+        return SigninResult("invalid", staff, reason=refused)
+    if not accepted:
+        result = _fail_attempt(session, staff, actor, "password")
+        return SigninResult("invalid", staff, result.locked_until, reason=GENERIC_FAILURE)
+    _return_slot(session, staff)
+    directory.reconcile(session, staff, entry)
+    return SigninResult("ok", staff)
+
+
+def _first_directory_signin(session: Session, employee_no: str, password: str, actor: Actor) -> SigninResult:
+    """No account yet: a person the directory vouches for (password, mapped group, known branch)
+    gets one now (docs/directory.md); anyone else is answered like an unknown number."""
+    _spend_dummy_check(password)
+    try:
+        entry = directory.find_entry(employee_no)
+        refused = directory.refusal(session, entry) if entry is not None else "unknown_employee"
+        accepted = refused is None and directory.password_accepted(entry.dn, password)
+    except directory.DirectoryUnavailable:
+        return _directory_unavailable(session, actor, employee_no)
+    if refused is not None or not accepted:
+        audit.record(session, actor, "staff.signin", outcome="failed",
+                     reason_code=refused or "directory_bad_credentials", details={"employee_no": employee_no[:16]})
+        return SigninResult("invalid", reason=refused or GENERIC_FAILURE)
+    return SigninResult("ok", directory.provision(session, entry))
 
 
 def _spend_dummy_check(password: str) -> None:
@@ -162,6 +216,57 @@ def check_totp(session: Session, staff: Staff, code: str, *, source_ip: str | No
     _return_slot(session, staff)
     staff.totp_last_step = step
     return SigninResult("ok", staff)
+
+
+def counted_check(session: Session, staff: Staff, actor: Actor, step: str, check, *,
+                  action: str = "staff.signin") -> SigninResult:
+    """A second factor checked like the TOTP code (a security key at sign-in, or presented at the
+    counter): a failure slot is reserved before ``check()`` runs and given back when it passes, so
+    every factor's failures share one counter and one lock. ``check()`` returns None when it
+    passed, else why not (the failure's reason code); its failure is recorded as ``action``."""
+    refusal = _account_refusal(staff)
+    if refusal:
+        return SigninResult("invalid", staff, reason=refusal)
+    if _is_locked(staff) or not _reserve_attempt(session, staff):
+        audit.record(session, actor, action, outcome="denied", reason_code="account_locked",
+                     details={"employee_no": staff.employee_no, "step": step})
+        return SigninResult("locked", staff, staff.locked_until, reason="account_locked")
+    try:
+        failure = check()
+    except directory.DirectoryUnavailable:
+        _return_slot(session, staff)  # not a guess: nothing was checked
+        audit.record(session, actor, action, outcome="failed", reason_code="directory_unavailable",
+                     details={"employee_no": staff.employee_no, "step": step})
+        return SigninResult("unavailable", staff, reason="directory_unavailable")
+    if failure is not None:
+        result = _fail_attempt(session, staff, actor, step, action=action, reason_code=failure)
+        result.reason = failure
+        return result
+    _return_slot(session, staff)
+    return SigninResult("ok", staff)
+
+
+def password_is_right(session: Session, staff: Staff, password: str) -> bool:
+    """Whether ``password`` is this account's, wherever it is kept: the local hash, or the bank's
+    directory (a bind as the person's entry, whose state is checked first). Uncounted: a caller
+    checks it inside :func:`counted_check` (a supervisor's password presented at a teller's
+    screen). Raises ``directory.DirectoryUnavailable`` when the directory cannot answer."""
+    if not staff.from_directory:
+        return verify_password(staff.password_hash, password)
+    _spend_dummy_check(password)  # the cost of a local check, as at sign-in
+    entry = directory.find_entry(staff.employee_no)
+    return directory.refusal(session, entry) is None and directory.password_accepted(entry.dn, password)
+
+
+def spend_totp_code(staff: Staff, code: str) -> bool:
+    """Whether ``code`` is the staff member's authenticator code, not used before; if it is, it is
+    spent (no replay, as at sign-in). Uncounted: a caller checks it inside :func:`counted_check`
+    (a supervisor's code presented at a teller's screen)."""
+    step = _matching_step(staff_totp_secret(staff), code, staff.totp_last_step) if staff.totp_secret_enc else None
+    if step is None:
+        return False
+    staff.totp_last_step = step
+    return True
 
 
 def _matching_step(secret: str, code: str, last_step: int | None) -> int | None:

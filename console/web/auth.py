@@ -15,10 +15,10 @@ from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from .. import boundary, policy
-from ..extensions import login_manager
+from ..extensions import db, login_manager
 from ..models.staff import PendingSignin, Staff
 from ..passwords import STAFF_PASSWORD_MESSAGES
-from ..services import staff_auth
+from ..services import passkeys, staff_auth
 from .security import client_ip, current_actor, is_safe_next, requires
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -29,6 +29,7 @@ TIMEOUT_MESSAGES = {
     "revoked": _l("Your session was ended by an administrator. Please sign in again."),
     "password_reset": _l("Your password was reset by an administrator. Please sign in again."),
     "totp_reset": _l("Your authenticator was reset by an administrator. Please sign in again."),
+    "keys_revoked": _l("Your security keys were revoked by an administrator. Please sign in again."),
     "branch_inactive": _l("Your branch was deactivated, which ended your session."),
 }
 
@@ -115,11 +116,16 @@ def _remember(token: str, staff: Staff) -> None:
 
 def _next_step(row: PendingSignin, staff: Staff):
     if staff.totp_enrolled and row.step != staff_auth.PENDING_SECOND_FACTOR:
+        # A security key first, for whoever has one (console/web/passkeys.py); else the code.
+        if passkeys.has_passkey(db.session, staff):
+            return redirect(url_for("signin_key.present"))
         return redirect(url_for("auth.totp"))
     if staff.must_change_password:
         return redirect(url_for("auth.change_password"))
     if not staff.totp_enrolled:
         return redirect(url_for("auth.enrol"))
+    if passkeys.key_required(staff) and not passkeys.has_passkey(db.session, staff):
+        return redirect(url_for("signin_key.enrol_at_signin"))  # the policy's key, before anything else
     return _finish(row, staff)
 
 
@@ -159,8 +165,11 @@ def login():
             _remember(token, result.staff)
             row, staff = _pending()
             return _next_step(row, staff)
-        # Unknown number, wrong password, locked or inactive account: one answer for all.
-        flash(_("Employee number or password is incorrect."), "error")
+        if result.status == "unavailable":
+            flash(_("The bank's directory is unavailable; try again shortly or ask the service desk."), "error")
+        else:
+            # Unknown number, wrong password, locked or inactive account: one answer for all.
+            flash(_("Employee number or password is incorrect."), "error")
     return render_template("auth/login.html", form=form)
 
 
@@ -171,6 +180,9 @@ def totp():
         return redirect(url_for("auth.login"))
     if not staff.totp_enrolled or row.step == staff_auth.PENDING_SECOND_FACTOR:
         return _next_step(row, staff)
+    has_key = passkeys.has_passkey(db.session, staff)
+    if has_key and passkeys.key_required(staff):
+        return redirect(url_for("signin_key.present"))  # this role never signs in with the code alone
     form = TotpForm()
     if form.validate_on_submit():
         result = boundary.step(staff_auth.check_totp, staff, form.code.data, source_ip=client_ip())
@@ -186,7 +198,7 @@ def totp():
                 flash(LOCKED_MESSAGE, "error")
             return redirect(url_for("auth.login"))
         flash(_("The authenticator code is incorrect or was already used."), "error")
-    return render_template("auth/totp.html", form=form, staff=staff)
+    return render_template("auth/totp.html", form=form, staff=staff, has_key=has_key)
 
 
 @bp.route("/change-password", methods=["GET", "POST"])

@@ -1,5 +1,6 @@
 """The service desk for tellers, agents and supervisors: find the customer -> verify ->
-choose the operation -> confirm -> close the case. Supervisors also decide approvals here.
+choose the operation -> confirm -> close the case. Supervisors also decide approvals here, from
+the queue or standing at the maker's screen (主管现场授权, docs/counter-authorisation.md).
 
 Every state-changing form carries a one-time ``form_token`` (console/web/once.py): submitted
 twice, it is done once, and the second submit lands where the first one did. A request's
@@ -16,7 +17,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import BooleanField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, HiddenField, PasswordField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from .. import boundary, codes, policy
@@ -26,12 +27,13 @@ from ..identity import ID_TYPES, mask_name
 from ..models.customer import Wallet
 from ..models.service import Approval, Case
 from ..permissions import APPROVAL_DECIDE, CUSTOMER_VIEW, WALLET_UNLOCK
-from ..services import cases, overview, operations, receipts, verification, wallet_signin
+from ..services import cases, overview, operations, passkeys, receipts, verification, wallet_signin
 from ..services.actor import Actor
+from ..services.operations import counter_authorisation
 from ..services.errors import InvalidInput
 from . import once, refusals
-from .desk_labels import (CLOSE_WITHOUT_ACTION, INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS, REASON_LABELS,
-                          REFUSALS, VERIFICATION_FAILURES, VERIFICATION_SLIPS)
+from .desk_labels import (CLOSE_WITHOUT_ACTION, COUNTER_REFUSALS, INPUT_ERRORS, OPERATION_HELP, OPERATION_LABELS,
+                          REASON_LABELS, REFUSALS, VERIFICATION_FAILURES, VERIFICATION_SLIPS)
 from .labels import TEMPLATE_FILTERS, security_question
 from .roles import ROLE_LABELS
 from .security import client_ip, guard_blueprint, requires
@@ -119,6 +121,29 @@ class NoteForm(FlaskForm):
 class DecisionForm(FlaskForm):
     decision = RadioField(_l("Decision"), choices=[], validators=[DataRequired()])
     note = TextAreaField(_l("Note (required)"), validators=[DataRequired(), Length(max=1000)])
+
+
+class CounterAuthorisationForm(FlaskForm):
+    """主管现场授权: the supervisor's decision and note, and who they are. Their password and code
+    are checked once and never kept, nor written back into the page."""
+
+    decision = RadioField(_l("Decision"), choices=[], validators=[DataRequired()])
+    note = TextAreaField(_l("Note (required)"), validators=[DataRequired(), Length(max=1000)])
+    employee_no = StringField(_l("Supervisor's employee number"), validators=[
+        DataRequired(message=_l("The supervisor enters their employee number.")),
+        Length(max=counter_authorisation.EMPLOYEE_NO_MAX)])
+    password = PasswordField(_l("Supervisor's password"), validators=[Optional(), Length(max=256)])
+    code = StringField(_l("Supervisor's authenticator code"), validators=[Optional(), Length(max=12)])
+
+
+class CounterKeyForm(FlaskForm):
+    """The security key's step: what the supervisor decided (shown, not editable here) and the
+    browser's answer, put in by passkeys.js."""
+
+    decision = HiddenField(validators=[DataRequired()])
+    note = HiddenField(validators=[DataRequired(), Length(max=1000)])
+    employee_no = HiddenField(validators=[DataRequired(), Length(max=counter_authorisation.EMPLOYEE_NO_MAX)])
+    credential = HiddenField(validators=[DataRequired(), Length(max=passkeys.MAX_ANSWER_CHARS)])
 
 
 class RevealForm(FlaskForm):
@@ -458,8 +483,8 @@ def operate(case_no, wallet_id, operation):
     result = perform(operations.perform, found, wallet, operation,
                      reason_code=form.reason_code.data, note=form.note.data or None)
     if result.status == "pending_approval":
-        flash(_("Request filed: a supervisor of your branch must approve it within %(n)s minutes.",
-                n=policy.current().approvals.expiry_minutes), "info")
+        flash(_("Request filed: a supervisor of your branch must approve it within %(n)s minutes, from the "
+                "approvals queue or in person at this screen.", n=policy.current().approvals.expiry_minutes), "info")
     else:
         flash(_("Done: %(op)s. The customer has been notified by SMS.", op=OPERATION_LABELS[operation]), "success")
     return _back_to_case(found, step="close")
@@ -578,3 +603,103 @@ def approval(approval_id):
     return render_template("desk/approval.html", review=overview.approval_review(db.session, desk_actor(), row),
                            row=row, form=form, labels=OPERATION_LABELS, reasons=REASON_LABELS, mask_name=mask_name,
                            own=row.maker_id == current_user.id, role_labels=ROLE_LABELS), status
+
+
+# --- 主管现场授权: a supervisor decides a request at the maker's screen ---------------------------------
+
+
+def _counter_request(case_no: str, approval_id: int):
+    """The case on this screen and its waiting request (refusals come back to the case page)."""
+    found = _case(case_no)
+    return found, perform(counter_authorisation.counter_request, found, approval_id)
+
+
+def _counter_form(data: dict | None = None) -> CounterAuthorisationForm:
+    form = CounterAuthorisationForm(**({"formdata": None, "data": data} if data is not None else {}))
+    form.decision.choices = [("approve", _("Approve and execute")), ("reject", _("Reject"))]
+    return form
+
+
+def _key_address() -> tuple[bool, str]:
+    """Whether this page's address is one the security keys are valid for, and the one they are."""
+    rp = policy.current().staff_signin.relying_party
+    return request.host_url.rstrip("/") in rp.origins, rp.origins[0] if rp.origins else ""
+
+
+def _render_counter(case, row, form, *, key_form=None, key_options=None, refusal=None, status=200):
+    """The page: the request as the approvals page shows it, then the supervisor's decision and
+    proof (``refusal``: why the last proof was refused, in ``COUNTER_REFUSALS``' words, shown beside
+    it); with ``key_options``, the step where the supervisor touches their key. What the supervisor
+    typed to prove who they are is never written back into the page."""
+    form.password.data = form.code.data = form.employee_no.data = None
+    origin_ok, key_address = _key_address()
+    return render_template(
+        "desk/counter_authorisation.html", case=case, row=row, form=form, key_form=key_form,
+        key_options=key_options, refusal=COUNTER_REFUSALS[refusal] if refusal else None,
+        review=overview.approval_review(db.session, desk_actor(), row),
+        labels=OPERATION_LABELS, reasons=REASON_LABELS, mask_name=mask_name, role_labels=ROLE_LABELS,
+        eyebrow=_("Supervisor authorises here"), password_allowed=counter_authorisation.password_allowed(),
+        origin_ok=origin_ok, key_address=key_address), status
+
+
+def _decide_at_counter(case, row, proof, *, approve: bool, note: str):
+    """Step 2: the proven supervisor's decision, as the approval's, exactly once; a refusal (decided
+    from the queue meanwhile, expired) is recorded with the supervisor as actor."""
+    decided = boundary.perform(proof.actor, operations.decide, row, approve=approve, note=note, screen=desk_actor())
+    words = {"name": proof.name, "employee_no": proof.actor.employee_no, "op": OPERATION_LABELS[decided.operation]}
+    if decided.status == "executed":
+        flash(_("Authorised here by %(name)s (%(employee_no)s): %(op)s is done. The customer has been notified by SMS.",
+                **words), "success")
+    else:
+        flash(_("Rejected here by %(name)s (%(employee_no)s): %(op)s was not done. Tell the customer.", **words),
+              "info")
+    return redirect(url_for("desk.case", case_no=case.case_no, _anchor="case-approvals-title"))
+
+
+@bp.route("/cases/<case_no:case_no>/approvals/<int:approval_id>/authorise", methods=["GET", "POST"])
+def counter_authorise(case_no, approval_id):
+    """The supervisor reads the request, writes the note, decides, and proves who they are: with
+    password and authenticator code here, or with a security key (the next step)."""
+    found, row = _counter_request(case_no, approval_id)
+    form, refusal = _counter_form(), None
+    if request.method == "POST" and form.validate_on_submit():
+        approve, note, factor = form.decision.data == "approve", form.note.data, request.form.get("factor")
+        if factor == "passkey":
+            challenge = perform(counter_authorisation.begin_key, row, form.employee_no.data, approve=approve, note=note)
+            if challenge.options:
+                key_form = CounterKeyForm(formdata=None, data={"decision": form.decision.data, "note": note,
+                                                               "employee_no": form.employee_no.data.strip()})
+                return _render_counter(found, row, form, key_form=key_form, key_options=challenge.options)
+            refusal = "no_key" if challenge.refusal == counter_authorisation.CREDENTIALS else challenge.refusal
+        elif factor == "totp" and counter_authorisation.password_allowed():
+            if not form.password.data:
+                form.password.errors = [_("The supervisor enters their password.")]
+            if not form.code.data:
+                form.code.errors = [_("The supervisor enters the 6-digit code from their authenticator.")]
+            if not form.errors:
+                proof = boundary.step(counter_authorisation.prove_supervisor, desk_actor(), row, form.employee_no.data,
+                                      factor="totp", approve=approve, note=note, password=form.password.data,
+                                      code=form.code.data)
+                if proof.ok:
+                    return _decide_at_counter(found, row, proof, approve=approve, note=note)
+                refusal = proof.refusal
+        else:
+            abort(400)
+    return _render_counter(found, row, form, refusal=refusal, status=422 if request.method == "POST" else 200)
+
+
+@bp.route("/cases/<case_no:case_no>/approvals/<int:approval_id>/authorise/key", methods=["POST"])
+def counter_authorise_key(case_no, approval_id):
+    """The browser's answer from the supervisor's security key, for the decision it was asked for."""
+    found, row = _counter_request(case_no, approval_id)
+    form = CounterKeyForm()
+    if not form.validate_on_submit() or form.decision.data not in ("approve", "reject"):
+        abort(400)
+    approve, note = form.decision.data == "approve", form.note.data
+    proof = boundary.step(counter_authorisation.prove_supervisor, desk_actor(), row, form.employee_no.data,
+                          factor="passkey", approve=approve, note=note, credential=form.credential.data)
+    if proof.ok:
+        return _decide_at_counter(found, row, proof, approve=approve, note=note)
+    refusal = "key_refused" if proof.refusal == counter_authorisation.CREDENTIALS else proof.refusal
+    return _render_counter(found, row, _counter_form({"decision": form.decision.data, "note": note}), refusal=refusal,
+                           status=422)

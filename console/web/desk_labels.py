@@ -66,6 +66,7 @@ _REFUSALS = {
     "alert_resolved": _l("This alert is resolved: the freeze it reported has been released."),
     "self_approval": _l("You made this request, so you cannot decide it. Another supervisor must."),
     "already_decided": _l("This request was already decided."),
+    "own_screen": _l("The staff member signed in on this screen cannot authorise at it: another supervisor of the branch must enter their own details."),
     "expired": _l("This request expired after %(approval_minutes)s minutes. The maker must file it again."),
     "no_longer_applicable": _l("The wallet's state has changed; this operation no longer applies. Reject the request."),
     "not_case_owner": _l("Only the staff member who opened this case can close it."),
@@ -75,6 +76,27 @@ _REFUSALS = {
     "already_verified": _l("This case already has a valid verification."),
     "verification_not_adoptable": _l("That verification cannot be used in this case: only your own, still valid, of this customer on this channel. Verify the customer again."),
     "customer_sms_cap": _l("This customer has received the most verification codes allowed for now (from any branch or channel). Ask the customer to wait a few minutes, or to come to a counter."),
+}
+
+# 主管现场授权 (console/services/operations/counter_authorisation.py): what the screen is told when a
+# supervisor's proof is refused. "credentials" is the one answer for every reason that would otherwise
+# confirm an account, a role, a branch or a password; "no_key" and "key_refused" are its words on the
+# security key's two steps.
+_COUNTER_REFUSALS = {
+    "credentials": _l("Not authorised: the employee number, password or authenticator code is not right, or this "
+                      "account cannot authorise requests of this branch. Each failed try counts towards the "
+                      "supervisor's sign-in lock (%(lockout_threshold)s tries lock the account for %(lockout_minutes)s minutes)."),
+    "directory_unavailable": _l("The bank's directory is unavailable, so the supervisor's password cannot be checked now "
+                                "(nothing was counted). Try again shortly, use a security key, or leave the request "
+                                "for the approvals queue."),
+    "no_key": _l("No security key can be used for this employee number here. Check the number, or use the "
+                 "password and authenticator code."),
+    "key_refused": _l("Not authorised: the security key's answer was not accepted (it took too long, or the key is "
+                      "not this supervisor's). Try again, or use the password and authenticator code."),
+    "own_screen": _l("The staff member signed in on this screen cannot authorise at it: another supervisor of the "
+                     "branch enters their own employee number. A supervisor signed in here decides from the approvals page."),
+    "self_approval": _l("The maker of a request can never authorise it, not even at the counter: another supervisor of "
+                        "the branch must."),
 }
 
 INPUT_ERRORS = {
@@ -128,7 +150,9 @@ def policy_numbers() -> dict:
     rules = policy.current()
     return {"valid_minutes": rules.verification.valid_minutes, "flag_failures": rules.verification.failures_to_flag,
             "flag_hours": rules.verification.flag_hours, "approval_minutes": rules.approvals.expiry_minutes,
-            "code_minutes": rules.verification.code_valid_minutes, "code_tries": rules.verification.code_tries}
+            "code_minutes": rules.verification.code_valid_minutes, "code_tries": rules.verification.code_tries,
+            "lockout_threshold": rules.staff_signin.lockout_threshold,
+            "lockout_minutes": rules.staff_signin.lockout_minutes}
 
 
 class _Worded(Mapping):
@@ -150,6 +174,7 @@ class _Worded(Mapping):
 REFUSALS = _Worded(_REFUSALS)
 VERIFICATION_FAILURES = _Worded(_VERIFICATION_FAILURES)
 VERIFICATION_SLIPS = _Worded(_VERIFICATION_SLIPS)
+COUNTER_REFUSALS = _Worded(_COUNTER_REFUSALS)
 
 
 # Approval requests: where a request stands, and the words of the approval page (``overview.approval_review``).

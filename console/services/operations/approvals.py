@@ -91,14 +91,21 @@ def pending_for_branch(session: Session, actor: Actor) -> list[Approval]:
                                                   Approval.status == "pending").order_by(Approval.id)).all()
 
 
-def decide(session: Session, actor: Actor, approval: Approval, *, approve: bool, note: str) -> Approval:
-    """Approve (and execute exactly once) or reject. The maker can never decide their own request."""
+def decide(session: Session, actor: Actor, approval: Approval, *, approve: bool, note: str,
+           screen: Actor | None = None) -> Approval:
+    """Approve (and execute exactly once) or reject. The maker can never decide their own request.
+
+    ``screen``: decided by ``actor`` standing at that staff session's screen (主管现场授权,
+    counter_authorisation.py), not from the queue: never by the staff member signed in there
+    either, and the request and its events name that session."""
     fields = {"approval_id": approval.id, "customer_ref": approval.customer.customer_no,
               "case_ref": approval.case.case_no}
     if not can(actor, P.APPROVAL_DECIDE) or approval.branch_id != actor.branch_id:
         raise refusal("approval.decide", "not_permitted", **fields)
     if approval.maker_id == actor.staff_id:
         raise refusal("approval.decide", "self_approval", **fields)
+    if screen is not None and (screen.session_id is None or screen.staff_id == actor.staff_id):
+        raise refusal("approval.decide", "own_screen", **fields)
     note = (note or "").strip()
     if not note or len(note) > 1000:
         raise InvalidInput("decision_note_required", field="note")
@@ -107,17 +114,24 @@ def decide(session: Session, actor: Actor, approval: Approval, *, approve: bool,
         expire_stale(session)
         raise refusal("approval.decide", "expired", **fields)
     new_status = "approved" if approve else "rejected"
-    # Exactly one decision wins, even when two supervisors click at the same moment.
+    via = {"decided_via": "counter", "counter_session": screen.session_id, "counter_staff_id": screen.staff_id} \
+        if screen is not None else {"decided_via": "queue"}
+    # Exactly one decision wins, even when two supervisors click at the same moment (or one at the
+    # queue and one at the maker's screen).
     changed = session.execute(
         update(Approval).where(Approval.id == approval.id, Approval.status == "pending")
-        .values(status=new_status, checker_id=actor.staff_id, decision_note=note, decided_at=now)
+        .values(status=new_status, checker_id=actor.staff_id, decision_note=note, decided_at=now, **via)
         .execution_options(synchronize_session=False)).rowcount
     if changed != 1:
         raise refusal("approval.decide", "already_decided", **fields)
     session.refresh(approval)
+    details = {"operation": approval.operation, "note": note, "decided_via": via["decided_via"],
+               "maker": approval.maker.employee_no}
+    if screen is not None:
+        details.update(screen_session=screen.session_id, screen_staff=screen.employee_no)
     audit.record(session, actor, "approval.approve" if approve else "approval.reject", approval_id=approval.id,
                  customer_ref=approval.customer.customer_no, case_ref=approval.case.case_no,
-                 reason_code=approval.reason_code, details={"operation": approval.operation, "note": note})
+                 reason_code=approval.reason_code, details=details)
     if approve:
         _execute_approved(session, actor, approval)
     return approval
