@@ -108,6 +108,8 @@ AUDIT_ACTIONS: tuple[str, ...] = (
     "staff.session_end",
     # Security keys (passkeys): enrolled, renamed, revoked by their owner or an admin, presented.
     "staff.passkey_enrol", "staff.passkey_rename", "staff.passkey_revoke", "staff.passkey_assert",
+    # The bank's directory: a local account moved to it, a sync's run.
+    "staff.directory_adopt", "staff.directory_sync",
     # Administration.
     "staff.create", "staff.update", "staff.unlock", "staff.password_reset", "staff.totp_reset",
     "branch.create", "branch.update",

@@ -11,7 +11,7 @@ Tests that change ``app.config`` after ``create_app`` call :func:`rebuild` so th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -178,6 +178,9 @@ class Policy:
     idempotency: Idempotency
     review: Review
     audit: AuditChain
+    # The bank's directory's connection settings (DIRECTORY_* without the prefix), checked at start-up
+    # by config.check_directory; console/services/directory.py reads them here. Never shown.
+    directory: Mapping[str, object] = field(repr=False, default_factory=dict)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -430,6 +433,8 @@ def build(config: Mapping) -> Policy:
             checkpoint_seconds=r.whole("AUDIT_CHECKPOINT_SECONDS", minimum=0),
             witness_dir=r.text("AUDIT_WITNESS_DIR", optional=True),
             bundle_max_events=r.whole("AUDIT_BUNDLE_MAX_EVENTS")),
+        directory=MappingProxyType({key.removeprefix("DIRECTORY_"): value for key, value in config.items()
+                                    if key.startswith("DIRECTORY_")}),
     )
     if r.problems:
         raise ConfigError("The policy settings are not usable; " + "; ".join(r.problems) + ". Refusing to start.")

@@ -129,7 +129,8 @@ def signing_in_key() -> str:
         return address_key()  # nothing names a person (or not in an employee number's shape)
     typed = typed.strip()
     staff_id = _lookup(select(Staff.id).where(Staff.employee_no == typed))
-    return f"staff:{staff_id}" if staff_id is not None else f"employee:{typed[:16]}"
+    # A number naming no account is one key whatever its case (the bank's directory ignores case).
+    return f"staff:{staff_id}" if staff_id is not None else f"employee:{typed[:16].upper()}"
 
 
 def customer_address_key() -> str:

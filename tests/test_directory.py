@@ -75,6 +75,11 @@ def test_wrong_directory_password_counts_towards_the_lockout(ldap, app):
     assert result.status == "invalid"
     staff = db.session.get(Staff, handle.id)
     assert staff.locked_until is not None
+    # The directory ignores case, the console does not: "e9101" is not a way around E9101's lock
+    # (nor a second account for it).
+    result = staff_auth.check_password(db.session, "e9101", "Dir-pass-101", source_ip="127.0.0.1")
+    assert (result.status, result.reason) == ("invalid", "unknown_employee")
+    assert db.session.query(Staff).filter_by(employee_no="e9101").count() == 0
     # Locked: even the right password is refused before the directory is asked.
     result = staff_auth.check_password(db.session, "E9101", "Dir-pass-101", source_ip="127.0.0.1")
     assert (result.status, result.reason) == ("invalid", "account_locked")

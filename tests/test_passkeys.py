@@ -236,10 +236,13 @@ def test_rename_and_revoke_by_owner_and_admin_only(app):
             attempt()
         assert refused.value.audit["outcome"] == "denied"
         db.session.rollback()
+    generation = owner.session_generation
     passkeys.revoke(db.session, actor_for(admin), first.id)
     db.session.commit()
     revoked = audit_events("staff.passkey_revoke")[-1]
     assert json.loads(revoked.details)["by"] == "admin" and revoked.actor_employee_no == admin.employee_no
+    # Revoked as lost by an administrator: whatever the key signed in has ended too.
+    assert owner.session_generation == generation + 1
     with pytest.raises(Conflict):
         passkeys.revoke(db.session, actor_for(owner), first.id)
     db.session.rollback()
@@ -291,8 +294,15 @@ def test_enrol_from_the_profile_then_sign_in_with_the_key(app, client):
     assert "passkeys.js" in client.get("/profile/keys/").get_data(as_text=True)
     key = SoftKey()
     options, csrf = ceremony_page(client, "/profile/keys/")
+    # The password is asked again (a key can authorise as its owner): a wrong one adds nothing.
+    refused = client.post("/profile/keys/", data={"name": "Blue key", "credential": key.register(options),
+                                                  "password": "not-the-password", "csrf_token": csrf})
+    assert refused.status_code == 400 and not passkeys.passkeys_of(db.session, staff_row(handle))
+    assert staff_row(handle).failed_signins == 1
+    options, csrf = ceremony_page(client, "/profile/keys/")
     enrolled = client.post("/profile/keys/", data={"name": "Blue key", "credential": key.register(options),
-                                                   "csrf_token": csrf}, follow_redirects=True)
+                                                   "password": handle.password, "csrf_token": csrf},
+                           follow_redirects=True)
     assert "Blue key" in enrolled.get_data(as_text=True)
     row = passkeys.passkeys_of(db.session, staff_row(handle))[0]
     post_form(client, f"/profile/keys/{row.id}/name", {"name": "Green key"}, token_from="/profile/keys/")

@@ -63,6 +63,7 @@ def test_enrol_a_key_then_sign_in_with_it(page, app):
     # A refusal in the browser (the PIN not given) is said in words, and nothing is enrolled.
     page.cdp.send("WebAuthn.setUserVerified", {"authenticatorId": page.authenticator, "isUserVerified": False})
     page.fill("#name", "柜台 USB 密钥")
+    page.fill("#password", handle.password)
     page.get_by_role("button", name="登记安全密钥").click()
     status = page.locator("[data-webauthn-status]")
     status.wait_for(state="visible")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
-from flask import current_app
 from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import policy
 from ..models.staff import Branch, Staff
 from ..permissions import ADMIN_MANAGE, can
 from ..timeutil import utcnow
@@ -51,11 +51,11 @@ class SyncReport:
 
 
 def enabled() -> bool:
-    return bool((current_app.config.get("DIRECTORY_URL") or "").strip())
+    return bool((policy.current().directory.get("URL") or "").strip())
 
 
 def _config(key: str):
-    return current_app.config[f"DIRECTORY_{key}"]
+    return policy.current().directory[key]
 
 
 def _connection(user: str, password: str) -> Connection | None:
@@ -72,7 +72,9 @@ def _connection(user: str, password: str) -> Connection | None:
     try:
         conn.open()
         if url.startswith("ldap://") and _config("STARTTLS") and not conn.start_tls():
-            raise DirectoryUnavailable(f"StartTLS refused: {conn.result.get('description')}")
+            description = conn.result.get("description")
+            _close(conn)
+            raise DirectoryUnavailable(f"StartTLS refused: {description}")
         if conn.bind():
             return conn
         code = conn.result.get("result")
@@ -106,8 +108,11 @@ def _search(conn: Connection, base: str, search_filter: str, attributes: list[st
         ok = conn.search(base, search_filter, search_scope=scope, attributes=attributes)
     except LDAPException as exc:
         raise DirectoryUnavailable(type(exc).__name__) from None
-    if not ok and conn.result.get("result") not in (0, 32):  # 32: noSuchObject
-        raise DirectoryUnavailable(f"search answered {conn.result.get('result')}")
+    # Only a complete answer counts: ldap3 answers True for a partial one too (size or time limit
+    # exceeded), and a base that is not there (32) is a misconfiguration, not "nobody". Either way
+    # the sync must change nothing rather than deactivate everyone it did not see.
+    if conn.result.get("result") != 0:
+        raise DirectoryUnavailable(f"search answered {conn.result.get('result')} (ok={ok})")
     return [r for r in conn.response or () if r.get("type") == "searchResEntry"]
 
 

@@ -353,7 +353,8 @@ def rename(session: Session, actor: Actor, passkey_id: int, name: str) -> StaffP
 
 def revoke(session: Session, actor: Actor, passkey_id: int) -> StaffPasskey:
     """Revoke one key, by its owner or an administrator. An owner whose role must sign in with a
-    key keeps at least one: the last is revoked by an administrator (who then ends their sessions)."""
+    key keeps at least one: the last is revoked by an administrator. An administrator's revocation
+    also ends every session of the key's owner (one may have been signed in with the lost key)."""
     key = _key_for(session, actor, passkey_id, "staff.passkey_revoke", admin_may=True)
     if key.revoked_at is not None:
         raise Conflict("passkey_revoked")
@@ -365,8 +366,13 @@ def revoke(session: Session, actor: Actor, passkey_id: int) -> StaffPasskey:
     before = _snapshot(key)
     key.revoked_at = utcnow()
     key.revoked_by_id = actor.staff_id
+    ended = 0
+    if not by_owner:  # an administrator revokes a key reported lost: what it signed in ends too
+        from .staff_admin import end_all_sessions  # staff_admin imports this module
+
+        ended = end_all_sessions(session, key.staff, "keys_revoked")
     audit.record(session, actor, "staff.passkey_revoke", before=before, after=_snapshot(key),
-                 details={"by": "owner" if by_owner else "admin"})
+                 details={"by": "owner" if by_owner else "admin", "sessions_ended": ended})
     return key
 
 

@@ -171,7 +171,12 @@ def _first_directory_signin(session: Session, employee_no: str, password: str, a
     _spend_dummy_check(password)
     try:
         entry = directory.find_entry(employee_no)
-        refused = directory.refusal(session, entry) if entry is not None else "unknown_employee"
+        # The directory matches numbers ignoring case; we do not. "e1001" typed for the account
+        # E1001 must not reach a bind outside E1001's failure counter (nor provision it twice).
+        if entry is None or entry.employee_no != employee_no:
+            refused = "unknown_employee"
+        else:
+            refused = directory.refusal(session, entry)
         accepted = refused is None and directory.password_accepted(entry.dn, password)
     except directory.DirectoryUnavailable:
         return _directory_unavailable(session, actor, employee_no)
@@ -244,6 +249,14 @@ def counted_check(session: Session, staff: Staff, actor: Actor, step: str, check
         return result
     _return_slot(session, staff)
     return SigninResult("ok", staff)
+
+
+def confirm_password(session: Session, staff: Staff, password: str, *, actor: Actor) -> SigninResult:
+    """A signed-in staff member proves again who they are before adding a security key: their
+    password, counted like a sign-in's (a failure slot reserved first, the same lock)."""
+    return counted_check(session, staff, actor, "password",
+                         lambda: None if password_is_right(session, staff, password) else GENERIC_FAILURE,
+                         action="staff.passkey_enrol")
 
 
 def password_is_right(session: Session, staff: Staff, password: str) -> bool:

@@ -29,6 +29,7 @@ TIMEOUT_MESSAGES = {
     "revoked": _l("Your session was ended by an administrator. Please sign in again."),
     "password_reset": _l("Your password was reset by an administrator. Please sign in again."),
     "totp_reset": _l("Your authenticator was reset by an administrator. Please sign in again."),
+    "directory": _l("Your account was changed in the bank's directory, which ended your session. Please sign in again."),
     "keys_revoked": _l("Your security keys were revoked by an administrator. Please sign in again."),
     "branch_inactive": _l("Your branch was deactivated, which ended your session."),
 }

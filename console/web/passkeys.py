@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, StringField
+from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from .. import boundary, policy
@@ -57,9 +57,18 @@ class KeyAnswerForm(FlaskForm):
     credential = HiddenField(validators=[DataRequired(), Length(max=passkeys.MAX_ANSWER_CHARS)])
 
 
-class EnrolKeyForm(KeyAnswerForm):
+class NewKeyForm(KeyAnswerForm):
+    """A key enrolled at sign-in, right after the password and the authenticator code."""
     name = StringField(_l("Name of the key"), validators=[
         DataRequired(message=NAME_MESSAGE), Length(max=passkeys.NAME_MAX, message=NAME_MESSAGE)])
+
+
+class EnrolKeyForm(NewKeyForm):
+    """A key added from the profile, in a session that may have been left open."""
+    # A key added to an account can later authorise as it (at the counter, too): whoever adds one
+    # proves it is the account's owner now, not only someone at its signed-in screen.
+    password = PasswordField(_l("Your password"), validators=[
+        DataRequired(message=_l("Enter your password to add a key.")), Length(max=256)])
 
 
 class RenameKeyForm(FlaskForm):
@@ -120,6 +129,10 @@ def enrol():
             _name_errors(form)
         elif form.errors:
             flash(_refusal("registration_invalid"), "error")
+        return _keys_page(form, 400)
+    confirmed = boundary.step(staff_auth.confirm_password, current_user, form.password.data, actor=current_actor())
+    if confirmed.status != "ok":
+        form.password.errors = [_("The password is not right. Each failed try counts towards your account's lock.")]
         return _keys_page(form, 400)
     try:
         result = boundary.perform(current_actor(), passkeys.finish_registration, current_user, form.credential.data,
@@ -231,7 +244,7 @@ def enrol_at_signin():
     if (row.step != staff_auth.PENDING_SECOND_FACTOR or not passkeys.key_required(staff)
             or passkeys.has_passkey(db.session, staff)):
         return _next_step(row, staff)
-    form = EnrolKeyForm()
+    form = NewKeyForm()
     if form.validate_on_submit():
         try:
             result = boundary.step(passkeys.finish_registration, _actor(staff), staff, form.credential.data,
