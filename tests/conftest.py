@@ -35,6 +35,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only: run on the SQLite backend only")
     config.addinivalue_line("markers", "postgres_only: run on the PostgreSQL backend only")
     config.addinivalue_line("markers", "browser: drives headless Chromium")
+    _cheap_argon2()
+
+
+def _cheap_argon2() -> None:
+    """argon2id at its production cost is ~0.1 s of CPU a hash or check, and the suite makes
+    thousands of them (every staff member, wallet, answer and sign-in): two thirds of its time.
+    Tests in this process hash with the same algorithm at its lowest cost, as Django's test
+    settings do; the gunicorn nodes of tests/faults and the benches run the production profile,
+    and test_production_shape checks that a plain process uses it."""
+    import dataclasses
+
+    from argon2 import PasswordHasher
+
+    from console import passwords
+
+    passwords.hasher = PasswordHasher.from_parameters(
+        dataclasses.replace(passwords.PROFILE, time_cost=1, memory_cost=8, parallelism=1))
+    passwords._dummy_hash.cache_clear()
 
 
 def pytest_generate_tests(metafunc):

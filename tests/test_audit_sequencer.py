@@ -225,6 +225,16 @@ from console.services.actor import Actor
 url, node, writes, threads, role = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 app = create_app("testing", {"DATABASE_URL": url, "AUDIT_CHAIN_MODE": "background",
                              "AUDIT_SEQUENCER_INTERVAL": 0.05})
+
+
+def wait_for(path):
+    deadline = time.monotonic() + 90
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            sys.exit(f"{node}: gave up waiting for {path}")
+        time.sleep(0.01)
+
+
 if role == "sequencer-dies":
     count = {"n": 0}
     def die(name):
@@ -232,23 +242,33 @@ if role == "sequencer-dies":
         if count["n"] >= int(os.environ["DIE_AFTER"]):
             os._exit(9)  # killed while it holds the head lock, events inserted, nothing committed
     faults.install("sequencer.inserted", die)
+    open(os.environ["READY_FILE"], "w").close()
     with app.app_context():
         sequencer.run(db.engine, interval=0.02)
     sys.exit(0)
+# Until the doomed sequencer is dead it is the only one, and half of every writer's writes wait
+# for its death: it is certainly chaining this load when it dies, and the nodes' own sequencers
+# take the head over from a holder that died mid-transaction.
+wait_for(os.environ["READY_FILE"])
 out = open(os.environ["CONFIRM_FILE"], "a", buffering=1)
 lock = threading.Lock()
 def writer(t):
     with app.app_context():
         for i in range(writes):
+            if i == writes // 2:
+                wait_for(os.environ["DEAD_FILE"])
             audit.record(db.session, Actor.system(), "test.load", details={"node": node, "t": t, "i": i})
             audit.record(db.session, Actor.system(), "test.load.second", details={"node": node, "t": t, "i": i})
             db.session.commit()
             with lock:
                 out.write(f"{node}/{t}/{i}\n")
         db.session.remove()
-with app.app_context():
-    sequencer.ensure_background(app)
+def take_over():
+    wait_for(os.environ["DEAD_FILE"])
+    with app.app_context():
+        sequencer.ensure_background(app)
 workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+workers.append(threading.Thread(target=take_over))
 for w in workers: w.start()
 for w in workers: w.join()
 with app.app_context():
@@ -260,16 +280,24 @@ with app.app_context():
 def test_two_nodes_under_load_with_the_sequencer_killed_mid_run(app, database_url, tmp_path):
     script = tmp_path / "node.py"
     script.write_text(NODE_SCRIPT)
-    confirm = tmp_path / "confirmed.txt"
-    env = {**os.environ, "ROOT": str(ROOT), "CONFIRM_FILE": str(confirm), "DIE_AFTER": "3"}
+    confirm, dead = tmp_path / "confirmed.txt", tmp_path / "dead"
+    env = {**os.environ, "ROOT": str(ROOT), "CONFIRM_FILE": str(confirm), "DIE_AFTER": "3",
+           "READY_FILE": str(tmp_path / "ready"), "DEAD_FILE": str(dead)}
     env.pop("CONSOLE_ENV", None)
     # A sequencer-only process that dies (os._exit) inside its third chaining transaction.
     doomed = subprocess.Popen([sys.executable, str(script), database_url, "S", "0", "0", "sequencer-dies"], env=env)
     nodes = [subprocess.Popen([sys.executable, str(script), database_url, name, "60", "4", "node"], env=env)
              for name in ("A", "B")]
-    assert doomed.wait(timeout=120) == 9, "the sequencer process should have died mid-transaction"
-    for node in nodes:
-        assert node.wait(timeout=180) == 0
+    try:
+        assert doomed.wait(timeout=120) == 9, "the sequencer process should have died mid-transaction"
+        dead.touch()
+        for node in nodes:
+            assert node.wait(timeout=180) == 0
+    finally:
+        for process in [doomed, *nodes]:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     confirmed = confirm.read_text().split()
     assert len(confirmed) == 2 * 4 * 60
     sequencer.chain_pending(db.engine)

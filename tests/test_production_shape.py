@@ -168,3 +168,17 @@ def test_forwarded_headers_only_from_a_trusted_proxy(database_url):
         seen[name] = node.test_client().get("/_ip_probe", headers={"X-Forwarded-For": "203.0.113.9"},
                                              environ_base={"REMOTE_ADDR": "10.0.0.2"}).get_data(as_text=True)
     assert seen == {"plain": "10.0.0.2", "proxied": "203.0.113.9"}
+
+
+def test_a_plain_process_hashes_passwords_at_the_production_cost():
+    """The suite hashes cheaply (conftest); the application itself never does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from argon2 import extract_parameters, profiles
+
+    made = subprocess.run([sys.executable, "-c", "from console.passwords import hash_password; "
+                           "print(hash_password('Spring-rain-2468'))"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert extract_parameters(made.stdout.strip()) == profiles.RFC_9106_LOW_MEMORY
