@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import event, func, insert, select
@@ -119,17 +120,25 @@ def event_hash(row: dict) -> str:
 def _intake_key() -> bytes:
     from .. import crypto
 
-    return hmac.new(crypto.key("AUDIT_SIGNING_KEY"), b"branch-console audit intake v1", hashlib.sha256).digest()
+    return _derive_intake_key(crypto.key("AUDIT_SIGNING_KEY"))
+
+
+@lru_cache(maxsize=4)
+def _derive_intake_key(signing_key: bytes) -> bytes:
+    return hmac.new(signing_key, b"branch-console audit intake v1", hashlib.sha256).digest()
 
 
 def intake_digest(events_json: str, key: bytes | None = None) -> str:
     """HMAC-SHA256 of an intake row's events: a row edited while it waits is refused, not chained."""
-    return hmac.new(key or _intake_key(), events_json.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key or _intake_key(), events_json.encode(), "sha256").hex()
 
 
 def _encode_intake(pending: list[dict]) -> str:
     rows = [{**row, "occurred_at": audit_verifier.iso_utc(row["occurred_at"])} for row in pending]
     return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
+_INSERT_INTAKE = insert(AuditIntake.__table__).returning(AuditIntake.__table__.c.id)
 
 
 def _write_intake(session: Session) -> None:
@@ -139,8 +148,7 @@ def _write_intake(session: Session) -> None:
         return
     body = _encode_intake(pending)
     session.info[_WROTE_INTAKE] = session.execute(
-        insert(AuditIntake.__table__).returning(AuditIntake.__table__.c.id),
-        {"recorded_at": utcnow(), "events": body, "digest": intake_digest(body)}).scalar_one()
+        _INSERT_INTAKE, {"recorded_at": utcnow(), "events": body, "digest": intake_digest(body)}).scalar_one()
 
 
 def _drop_pending(session: Session, *args) -> None:
