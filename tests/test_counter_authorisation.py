@@ -246,6 +246,57 @@ def test_csrf_is_required(app, client):
     assert not audit_events("approval.counter_authorise")
 
 
+def test_a_worker_killed_anywhere_in_the_authorisation_leaves_it_waiting_or_done_once(app, client):
+    """The screen's POST is killed (tests/faults/crash.py: the transaction aborted as when a worker
+    dies) before its 1st, 2nd, ... statement, until a run has none left to be killed before. After
+    every killed run the request is either still waiting with the wallet as it was, or executed
+    once: never decided without its operation, nor the other way round. A run killed after the
+    supervisor's proof committed has spent that code; the next run is typed with a fresh one."""
+    from console.services import audit, sequencer
+
+    from .conftest import csrf_token
+    from .faults.crash import Crash, crash_before_statement
+
+    teller, supervisor = make_staff("teller"), make_staff("supervisor")
+    approval_id, case_no = file_request(teller)
+    wallet_no = approval(approval_id).wallet.wallet_no
+    db.session.rollback()
+    sign_in(client, teller)
+    n, waiting = 0, 0
+    while True:
+        n += 1
+        data = {"decision": "approve", "note": NOTE, "employee_no": supervisor.employee_no,
+                "password": supervisor.password, "code": totp_code(supervisor), "factor": "totp",
+                "csrf_token": csrf_token(client, f"/desk/cases/{case_no}")}
+        with crash_before_statement(db.engine, n) as fired:
+            try:
+                answer = client.post(url(case_no, approval_id), data=data)
+            except Crash:
+                answer = None
+        db.session.remove()
+        # Events committed with a change but killed before they were chained wait in the intake
+        # for the next run (the sequencer's own crashes: tests/test_audit_sequencer.py).
+        sequencer.chain_pending(db.engine)
+        row = approval(approval_id)
+        frozen = get_wallet(wallet_no).frozen_at is not None
+        if row.status == "pending":
+            assert frozen and row.checker_id is None, n
+            waiting += 1
+        else:
+            assert (row.status, row.checker_id, frozen) == ("executed", supervisor.id, False), n
+        db.session.rollback()
+        if fired["at"] is None:
+            break
+        assert answer is None, n
+        if row.status == "executed":
+            break  # killed after the decision committed (the notice, the page): done once
+    assert waiting >= 5  # the screen's session, the proof's reads and writes, the decision's, were each killed
+    assert approval(approval_id).status == "executed"
+    assert len(audit_events("approval.approve")) == 1
+    assert failures(supervisor) == 0
+    assert audit.verify_chain(db.session).intact
+
+
 def test_a_supervisor_authorises_with_a_security_key_bound_to_the_decision(app, client):
     teller, supervisor = make_staff("teller"), make_staff("supervisor")
     key = SoftKey()
