@@ -7,7 +7,8 @@ Each writer is its own process with its own connection and writes one audit even
 (as the issue's table measured it): "raw" builds the row exactly as ``audit.record`` does and INSERTs
 it into a plain table (no intake, digest, sequence or chain); "audited" is ``audit.record`` and
 COMMIT, as every service does it. Audited runs in both chain modes: "background" (writers
-don't wait; one sequencer process chains in batches: what a deployment runs) and "commit" (each
+don't wait; one sequencer process chains in batches every ``AUDIT_SEQUENCER_INTERVAL``, the
+deployment default unless set: what a deployment runs) and "commit" (each
 writer chains right after its own COMMIT and waits for it: the default, read-your-writes). Phases
 alternate over rounds so machine noise hits all alike. Also printed: the largest chaining lag seen
 (age of the oldest committed, not yet chained event, sampled every 50 ms) and that the chain
@@ -75,12 +76,13 @@ class _Scratch:
 
 
 def _sequencer(app, stop) -> None:
+    from console import policy
     from console.extensions import db
     from console.services import sequencer
 
     with app.app_context():
         db.engine.dispose(close=False)
-        sequencer.run(db.engine, interval=0.05, stop=stop)
+        sequencer.run(db.engine, interval=policy.current().audit.sequencer_interval_seconds, stop=stop)
 
 
 def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float]:
@@ -123,11 +125,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--writers", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--interval", type=float, help="AUDIT_SEQUENCER_INTERVAL in seconds (default: the app's)")
     args = parser.parse_args()
     _common.quiet_alembic()
     counts = [int(w) for w in args.writers.split(",")]
     variants = ("raw", "audited-background", "audited-commit")
-    with _common.scratch_app(args.postgres) as app:
+    overrides = {"AUDIT_SEQUENCER_INTERVAL": args.interval} if args.interval else {}
+    with _common.scratch_app(args.postgres, **overrides) as app:
         from sqlalchemy import text
 
         from console.extensions import db
@@ -148,8 +152,11 @@ def main() -> None:
                     lags[(w, v)] = max(lags[(w, v)], lag)
         report = audit.verify_chain(db.session, workers=os.cpu_count() or 1)
         db.session.rollback()
+        from console import policy
+
         print(f"PostgreSQL, one action per transaction, {args.seconds:g} s x {args.rounds} rounds per phase "
-              f"(median of rounds), {os.cpu_count()} CPUs")
+              f"(median of rounds), {os.cpu_count()} CPUs, background sequencer every "
+              f"{policy.current().audit.sequencer_interval_seconds:g} s (AUDIT_SEQUENCER_INTERVAL)")
         print(f"{'writers':>7} {'raw/s':>9} {'audited bg/s':>13} {'ratio':>6} {'max lag s':>10} "
               f"{'audited commit/s':>17} {'ratio':>6}")
         for w in counts:
