@@ -9,7 +9,8 @@ event, hashed with its predecessor's hash inside), written with COPY, and the ch
 Then it times ``audit.verify_chain`` (what ``flask audit verify`` runs) with one and with
 ``--workers`` processes, plain ``hashlib.sha256`` over the same lines in one process (the least
 any verifier must do), and the command itself as an auditor runs it: ``flask audit verify`` in a
-new process, start-up, checkpoints and its own audit event included.
+new process (testing configuration, no checkpoints or anchors in the bench database), start-up and
+its own audit event included.
 """
 from __future__ import annotations
 

@@ -42,8 +42,9 @@ def _cheap_argon2() -> None:
     """argon2id at its production cost is ~0.1 s of CPU a hash or check, and the suite makes
     thousands of them (every staff member, wallet, answer and sign-in): two thirds of its time.
     Tests in this process hash with the same algorithm at its lowest cost, as Django's test
-    settings do; the gunicorn nodes of tests/faults and the benches run the production profile,
-    and test_production_shape checks that a plain process uses it."""
+    settings do. argon2 checks a hash at the cost stored in it, so the gunicorn nodes of
+    tests/faults check these hashes cheaply too; the benches run the production profile, and
+    test_production_shape checks that a plain process uses it."""
     import dataclasses
 
     from argon2 import PasswordHasher

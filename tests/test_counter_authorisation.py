@@ -248,10 +248,11 @@ def test_csrf_is_required(app, client):
 
 def test_a_worker_killed_anywhere_in_the_authorisation_leaves_it_waiting_or_done_once(app, client):
     """The screen's POST is killed (tests/faults/crash.py: the transaction aborted as when a worker
-    dies) before its 1st, 2nd, ... statement, until a run has none left to be killed before. After
+    dies) before its 1st, 2nd, ... statement, until a run completes or is killed after its decision
+    committed. After
     every killed run the request is either still waiting with the wallet as it was, or executed
-    once: never decided without its operation, nor the other way round. A run killed after the
-    supervisor's proof committed has spent that code; the next run is typed with a fresh one."""
+    once: never decided without its operation, nor the other way round. Every run is typed with a
+    fresh code (one killed after the proof committed has spent its code)."""
     from console.services import audit, sequencer
 
     from .conftest import csrf_token

@@ -247,7 +247,9 @@ def run(bind, *, interval: float, stop: threading.Event | None = None, wake: thr
     or not: under load the events of an interval are chained as one batch (a transaction's fixed
     cost, its statements, COMMIT and checkpoint check, paid once per interval rather than once per
     commit that woke it), and a run that took longer than the interval is followed at once. Idle,
-    a commit wakes the sequencer at once, so a quiet bank sees no lag.
+    a commit wakes the sequencer at once (within an interval of a run that chained something, it
+    waits for the rest of that interval). This is per process: each worker's thread keeps its own
+    cadence.
     """
     stop = stop or threading.Event()
     wake = wake or _wake
