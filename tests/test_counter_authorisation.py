@@ -22,8 +22,8 @@ from console.services.actor import Actor
 from console.services.errors import DomainError
 
 from .concurrency import run_together
-from .conftest import (CSRF_RE, ID_NUMBERS, audit_events, get_wallet, make_staff, make_wallet, post_form, sign_in,
-                       totp_code)
+from .conftest import (CSRF_RE, ID_NUMBERS, audit_events, csrf_token, get_wallet, make_staff, make_wallet,
+                       post_form, sign_in, totp_code)
 from .test_approvals_and_registry import phone_2fa_request_after_new_answers
 from .test_passkeys import SoftKey, enrol
 from .test_passkeys_browser import page  # noqa: F401  (headless Chromium with a virtual authenticator)
@@ -249,13 +249,11 @@ def test_csrf_is_required(app, client):
 def test_a_worker_killed_anywhere_in_the_authorisation_leaves_it_waiting_or_done_once(app, client):
     """The screen's POST is killed (tests/faults/crash.py: the transaction aborted as when a worker
     dies) before its 1st, 2nd, ... statement, until a run completes or is killed after its decision
-    committed. After
-    every killed run the request is either still waiting with the wallet as it was, or executed
-    once: never decided without its operation, nor the other way round. Every run is typed with a
-    fresh code (one killed after the proof committed has spent its code)."""
+    committed. After every killed run the request is either still waiting with the wallet as it
+    was, or executed once: never decided without its operation, nor the other way round. Every run
+    is typed with a fresh code (one killed after the proof committed has spent its code)."""
     from console.services import audit, sequencer
 
-    from .conftest import csrf_token
     from .faults.crash import Crash, crash_before_statement
 
     teller, supervisor = make_staff("teller"), make_staff("supervisor")

@@ -27,9 +27,11 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from .. import audit_verifier, faults
@@ -52,35 +54,26 @@ def _lock_head(session: Session, wait: bool):
     return session.execute(query.with_for_update(skip_locked=not wait)).first()
 
 
-def _recordset_insert(dialect) -> str:
+@lru_cache(maxsize=1)
+def _recordset_insert():
     """One INSERT for a whole batch on PostgreSQL: the events as one JSON array, unpacked by
     ``json_to_recordset``. An executemany is a statement per event there, and each statement fires
     the sequence guard's statement trigger (console/models/audit_partitions.py) once more."""
     table = AuditEvent.__table__
     columns = audit.CHAINED_FIELDS + ("hash",)
-    types = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
+    types = ", ".join(f"{name} {table.c[name].type.compile(dialect=postgresql.dialect())}" for name in columns)
     names = ", ".join(columns)
-    return f"INSERT INTO audit_event ({names}) SELECT {names} FROM json_to_recordset(CAST(:rows AS json)) AS r({types})"
-
-
-_RECORDSET_SQL: dict[str, str] = {}
+    return text(f"INSERT INTO audit_event ({names}) SELECT {names} "
+                f"FROM json_to_recordset(CAST(:rows AS json)) AS r({types})")
 
 
 def _insert_events(session: Session, events: list[dict]) -> None:
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(AuditEvent.__table__), events)
         return
-    sql = _RECORDSET_SQL.get("postgresql")
-    if sql is None:
-        sql = _RECORDSET_SQL["postgresql"] = _recordset_insert(bind.dialect)
-    rows = []
-    for event in events:
-        row = dict(event)
-        # The column holds naive UTC (models/types.py UTCDateTime), exact to the microsecond.
-        row["occurred_at"] = event["occurred_at"].astimezone(timezone.utc).replace(tzinfo=None).isoformat()
-        rows.append(row)
-    session.execute(text(sql), {"rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":"))})
+    # The column holds naive UTC (models/types.py UTCDateTime), exact to the microsecond.
+    rows = [{**event, "occurred_at": audit_verifier._as_utc(event["occurred_at"]).isoformat()} for event in events]
+    session.execute(_recordset_insert(), {"rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":"))})
 
 
 def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
