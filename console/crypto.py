@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
@@ -14,7 +15,13 @@ _VERSION = b"\x01"
 
 def key(name: str) -> bytes:
     """The raw bytes of a configured 32-byte key."""
-    value = current_app.config[name]
+    return decode_key(current_app.config[name])
+
+
+@lru_cache(maxsize=16)
+def decode_key(value: str) -> bytes:
+    """The raw bytes of a key as configured (URL-safe base64, padding optional); decoded once a
+    key (every audited commit uses one)."""
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
 
 

@@ -76,6 +76,19 @@ def _insert_events(session: Session, events: list[dict]) -> None:
     session.execute(_recordset_insert(), {"rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":"))})
 
 
+_DELETE_TAKEN = text("DELETE FROM audit_intake WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+def _delete_taken(session: Session, taken: list[int]) -> None:
+    """Delete the intake rows just chained. On PostgreSQL the ids go as one array parameter: an IN
+    list is a parameter per row, and the driver parses such a statement anew for every batch size
+    (a third of the sequencer's Python time at 150 rows a batch, bench/chain_append.py)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_DELETE_TAKEN, {"ids": taken})
+    else:
+        session.execute(delete(AuditIntake).where(AuditIntake.id.in_(taken)))
+
+
 def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
     """One transaction: (events chained, intake rows taken); taken is -1 if another sequencer had the head."""
     with Session(bind=bind, expire_on_commit=False) as session:
@@ -117,7 +130,7 @@ def _chain_batch(bind, *, wait: bool, limit: int) -> tuple[int, int]:
         faults.point("sequencer.numbered")
         _insert_events(session, events)
         faults.point("sequencer.inserted")
-        session.execute(delete(AuditIntake).where(AuditIntake.id.in_(taken)))
+        _delete_taken(session, taken)
         session.execute(update(ChainHead).where(ChainHead.id == 1)
                         .values(seq=seq, hash=prev, updated_at=last)
                         .execution_options(synchronize_session=False))
