@@ -1,6 +1,7 @@
 """The wallet lockout engine: exact counting, escalation, lapse, refusal without a check."""
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -169,3 +170,47 @@ def test_fifty_concurrent_right_passwords_never_lock(app, backend, checks):
     assert results == [("ok", True)] * 50
     assert get_wallet(wallet_no).lock_kind is None
     assert audit_events("wallet.locked") == []
+
+
+def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app, monkeypatch):
+    """The second of two attempts on one wallet, checked first, waits for the first to settle; when
+    the first settles in the same process it is woken at once, not after its pause (here 60 s)."""
+    from console import faults
+
+    monkeypatch.setattr(wallet_signin, "SETTLE_POLL_SECONDS", (60.0, 60.0))
+    wallet_no = make_wallet()
+    first_checked, release_first, second_waiting = threading.Event(), threading.Event(), threading.Event()
+
+    class Settled(threading.Condition):
+        def wait(self, timeout=None):
+            second_waiting.set()
+            return super().wait(timeout)
+
+    monkeypatch.setattr(wallet_signin, "_settled", Settled())
+
+    def hold_the_first(_name):
+        if threading.current_thread().name == "first":
+            first_checked.set()
+            assert release_first.wait(30)
+
+    results, finished = {}, {}
+
+    def attempt(name, password):
+        with app.app_context():
+            results[name] = sign_in_wallet(wallet_no, password).result
+            finished[name] = time.monotonic()
+            db.session.remove()
+
+    with faults.installed("signin.checked", hold_the_first):
+        first = threading.Thread(target=attempt, args=("first", "wrong-password"), name="first", daemon=True)
+        first.start()
+        assert first_checked.wait(30)  # claimed (seq 1) and checked, not settled
+        second = threading.Thread(target=attempt, args=("second", WALLET_PASSWORD), name="second", daemon=True)
+        second.start()
+        assert second_waiting.wait(30)  # claimed after it (seq 2), checked, waiting for its turn
+        released = time.monotonic()
+        release_first.set()
+        first.join(30)
+        second.join(30)
+    assert results == {"first": "invalid_credentials", "second": "ok"}
+    assert finished["second"] - released < 30  # woken by the settlement, not by its 60 s pause

@@ -53,7 +53,12 @@ from .errors import NotFound
 
 FAILURE_RESULTS = ("invalid_credentials", "locked")
 SUCCESS_RESULTS = ("ok", "must_change_password", "password_expired")
-POLL_SECONDS = (0.003, 0.1)  # first and longest pause between looks while waiting
+POLL_SECONDS = (0.003, 0.1)  # first and longest pause between looks while waiting for a slot
+# ... and while a checked attempt waits for an earlier claim to settle. That claim's check ends
+# within about one argon2id check (~0.1 s), and every look later than its end is time a checked
+# answer sits idle in a worker: look again within a small part of a check. At most ``threshold``
+# claims are unsettled at once, so few waiters look at a wallet's row this often.
+SETTLE_POLL_SECONDS = (0.003, 0.012)
 
 
 # The statements of every sign-in, built once with bind parameters: building a statement costs
@@ -87,12 +92,22 @@ _RISK_COUNT = (select(func.count(_T.c.id), func.count(func.distinct(_T.c.source_
                       _T.c.result.in_(FAILURE_RESULTS)))
 
 
-def _pauses():
+# Settlements committed by this process wake its waiters at once (a waiter whose earlier claim is
+# checked in another process looks again after its pause).
+_settled = threading.Condition()
+
+
+def _settled_here() -> None:
+    with _settled:
+        _settled.notify_all()
+
+
+def _pauses(bounds: tuple[float, float] = POLL_SECONDS):
     """Pauses that double from the first to the longest, so waiters don't crowd the wallet's row."""
-    pause = POLL_SECONDS[0]
+    pause, longest = bounds
     while True:
         yield pause
-        pause = min(pause * 2, POLL_SECONDS[1])
+        pause = min(pause * 2, longest)
 
 
 @dataclass
@@ -508,7 +523,7 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
     faults.point("signin.checked")
 
     give_up = time.monotonic() + 3 * rules.claim_ttl_seconds + rules.claim_wait_seconds
-    pauses = _pauses()
+    pauses = _pauses(SETTLE_POLL_SECONDS)
     while True:
         result = _settle(session, claim, ok, result_if_ok, wallet)
         if result != "wait":
@@ -522,7 +537,8 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
             outcome = SignInOutcome("busy", wallet, retry_after=rules.claim_ttl_seconds, seq=claim.seq)
             _finish(finalize, outcome, commit)
             return outcome
-        time.sleep(next(pauses))
+        with _settled:
+            _settled.wait(next(pauses))
     faults.point("signin.settling")
     if result == "abandoned":
         # Too slow: our claim was given up as expired and settled without us. No answer about the password.
@@ -554,6 +570,7 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
                         .values(result=outcome.result).execution_options(synchronize_session=False))
     faults.point("signin.settled")
     _finish(finalize, outcome, commit)
+    _settled_here()
     faults.point("signin.committed")
     return outcome
 
