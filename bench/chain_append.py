@@ -88,26 +88,11 @@ def _sequencer(app, stop) -> None:
         sequencer.run(db.engine, interval=policy.current().audit.sequencer_interval_seconds, stop=stop)
 
 
-def _quiesce(db) -> None:
-    """Before a phase: write out the dirty buffers (CHECKPOINT) and let autovacuum finish with
-    what earlier phases left, so that no phase pays for another's pages or dead rows."""
-    from sqlalchemy import text
-
-    db.session.execute(text("CHECKPOINT"))
-    deadline = time.time() + 30
-    while time.time() < deadline and db.session.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")):
-        db.session.rollback()
-        time.sleep(0.1)
-    db.session.rollback()
-
-
 def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float]:
     """(actions per second, largest chaining lag in seconds)."""
     from console.extensions import db
     from console.services import sequencer
 
-    _quiesce(db)
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value("l", 0)
     stop = ctx.Event()

@@ -89,6 +89,44 @@ def test_a_rolled_back_transaction_leaves_nothing(background):
     assert _state()[:3] == (0, 0, 0)
 
 
+@pytest.mark.parametrize("field, value", [
+    ("reason_code", "x" * 33),  # longer than its column (PostgreSQL would refuse it when chaining)
+    ("customer_ref", "C0001\x00"),  # PostgreSQL text cannot hold NUL
+    ("case_ref", "\ud800"),  # a lone surrogate cannot be encoded
+    ("receipt_no", 12345),  # not text
+    ("verification_id", 2**31),  # past a 32-bit integer
+    ("approval_id", 1.5),
+    ("approval_id", True),
+    ("details", {"note": "\udfff"}),
+])
+def test_a_value_its_column_cannot_hold_is_refused_when_recorded_not_when_chained(background, field, value):
+    """One event the sequencer could not insert would stop the chain for everyone: it is refused in
+    the writer's own call, and the chain goes on."""
+    with pytest.raises(ValueError):
+        audit.record(db.session, Actor.system(), "test.event", **{field: value})
+    db.session.rollback()
+    audit.record(db.session, Actor.system(), "test.event", customer_ref="C" * 32, approval_id=2**31 - 1)
+    db.session.commit()
+    assert sequencer.chain_pending(db.engine) == 1
+    assert _state()[:3] == (1, 0, 1)
+    assert _verify().intact
+
+
+def test_text_that_fills_its_columns_chains_and_verifies(background):
+    """Tabs, newlines, backslashes, emoji and Chinese in the top-level columns and in the JSON, at
+    their columns' full length, go through the intake and the batch insert unchanged."""
+    fields = {name: text.ljust(32, "码") for name, text in (
+        ("reason_code", "原因\t😀\n\\N"), ("customer_ref", "客户\r\n😀\x07"), ("case_ref", "\\" * 32),
+        ("receipt_no", "😀"))}
+    audit.record(db.session, Actor.system(), "test.nasty", details={"text": NASTY, "emoji": "😀"}, **fields)
+    db.session.commit()
+    assert sequencer.chain_pending(db.engine) == 1
+    event = audit_events("test.nasty")[0]
+    assert {name: getattr(event, name) for name in fields} == fields
+    assert json.loads(event.details) == {"text": NASTY, "emoji": "😀"}
+    assert _verify().intact
+
+
 def test_the_sequencer_dying_between_any_two_statements_chains_nothing_twice_and_nothing_lost(background, backend):
     _commit_events(4, per_txn=2)
     db.session.remove()

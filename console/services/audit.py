@@ -38,7 +38,42 @@ _WROTE_INTAKE = "audit_wrote_intake"
 def _json(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    if not text.isascii():
+        text.encode()  # a lone surrogate cannot be stored: UnicodeEncodeError (a ValueError) here
+    return text
+
+
+def _text_limits() -> dict[str, int]:
+    from ..models.audit import AuditEvent
+
+    return {name: AuditEvent.__table__.c[name].type.length for name in CHAINED_FIELDS
+            if name not in audit_verifier.INT_FIELDS and name != "prev_hash" and getattr(AuditEvent.__table__.c[name].type, "length", None)}
+
+
+_TEXT_LIMITS = _text_limits()
+_INT_RANGE = range(-2**31, 2**31)  # the columns are 32-bit integers
+
+
+def _check(row: dict) -> None:
+    """Refuse, in the writer's own transaction, a value its column cannot hold.
+
+    The sequencer chains every committed event in order: an event the database refused at that
+    point (text too long for its column, a NUL, an integer out of range, a value of another type)
+    would stop the chain for the whole bank. So it is refused here, where only the request that
+    wrote it fails.
+    """
+    for name, limit in _TEXT_LIMITS.items():
+        value = row[name]
+        if value is None:
+            continue
+        if type(value) is not str or len(value) > limit or "\x00" in value or not (value.isascii() or value.encode()):
+            raise ValueError(f"audit field {name} must be text of at most {limit} characters without NUL, "
+                             f"not {value!r:.80}")
+    for name in ("actor_id", "verification_id", "approval_id"):
+        value = row[name]
+        if value is not None and (type(value) is not int or value not in _INT_RANGE):
+            raise ValueError(f"audit field {name} must be a 32-bit integer, not {value!r:.40}")
 
 
 def record(
@@ -86,6 +121,7 @@ def record(
         "details": _json(details),
         "chain_version": CHAIN_VERSION,
     }
+    _check(row)
     own = session() if isinstance(session, scoped_session) else session
     if not own.in_transaction():
         # Begin the session's transaction (no SQL yet) so that a rollback before any statement
