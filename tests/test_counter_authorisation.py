@@ -294,6 +294,19 @@ def test_a_worker_killed_anywhere_in_the_authorisation_leaves_it_waiting_or_done
     assert len(audit_events("approval.approve")) == 1
     assert failures(supervisor) == 0
     assert audit.verify_chain(db.session).intact
+    # The customer is told once, however many runs were killed before the one that executed.
+    from console.models import Notification
+
+    wallet_id = get_wallet(wallet_no).id
+    notices = [n.kind for n in db.session.query(Notification).filter_by(wallet_id=wallet_id)
+               if n.kind == operations.registry.get("release_freeze").sms_kind]
+    assert notices == ["freeze_released"]
+    # A code spent by the committed proof is not taken again, even for a request still waiting.
+    spent = data["code"]
+    second_id, second_case = file_request(teller)
+    db.session.rollback()
+    again = authorise(client, second_case, second_id, supervisor, code=spent)
+    assert again.status_code == 422 and approval(second_id).status == "pending"
 
 
 def test_a_supervisor_authorises_with_a_security_key_bound_to_the_decision(app, client):
