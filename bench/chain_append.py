@@ -107,8 +107,20 @@ def _lag(session) -> float:
     return max(0.0, (utcnow() - oldest).total_seconds())
 
 
-def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float]:
-    """(actions per second, largest chaining lag in seconds)."""
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq), from
+    /proc/stat: every process counts (writers, sequencer, PostgreSQL's backends and its own workers)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float, float]:
+    """(actions per second, largest chaining lag in seconds, machine CPU seconds per action).
+
+    The CPU is counted from the start of writing until the last action is chained (background
+    mode: the sequencer's work after the writers stopped counts too)."""
     from console.extensions import db
     from console.services import sequencer
 
@@ -123,6 +135,8 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
     for p in procs:
         p.start()
     lag = 0.0
+    time.sleep(max(0.0, start_at - time.time()))
+    busy = _machine_busy()
     while any(p.is_alive() for p in procs):
         if variant != "raw" and time.time() > start_at:
             lag = max(lag, _lag(db.session))
@@ -132,13 +146,23 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
         p.join()
     if seq_proc:
         deadline = time.time() + 10
-        while sequencer.backlog(db.session)[0] and time.time() < deadline:
-            db.session.rollback()
+        while _waiting(db.session) and time.time() < deadline:
             time.sleep(0.02)
-        db.session.rollback()
+    busy = _machine_busy() - busy
+    if seq_proc:
         stop.set()
         seq_proc.join()
-    return counter.value / seconds, lag
+    return counter.value / seconds, lag, busy / max(counter.value, 1)
+
+
+def _waiting(session) -> bool:
+    from sqlalchemy import select
+
+    from console.models.audit import AuditIntake
+
+    waiting = session.scalar(select(AuditIntake.id).limit(1)) is not None
+    session.rollback()
+    return waiting
 
 
 def main() -> None:
@@ -165,16 +189,20 @@ def main() -> None:
         db.engine.dispose()
         rates = {(w, v): [] for w in counts for v in variants}
         lags = {(w, v): 0.0 for w in counts for v in variants}
+        cpus = {(w, v): [] for w in counts for v in variants}
         for r in range(args.rounds):
             for w in counts:
                 order = variants if r % 2 == 0 else variants[::-1]
                 for v in order:
-                    rate, lag = _phase(app, v, w, args.seconds)
+                    rate, lag, cpu = _phase(app, v, w, args.seconds)
                     rates[(w, v)].append(rate)
+                    cpus[(w, v)].append(cpu)
                     lags[(w, v)] = max(lags[(w, v)], lag)
                 raw, bg, cm = (rates[(w, v)][-1] for v in variants)
+                raw_cpu, bg_cpu, cm_cpu = (cpus[(w, v)][-1] * 1000 for v in variants)
                 print(f"round {r + 1}, {w} writers: raw {raw:,.0f}/s, background {bg:,.0f}/s ({bg / raw:.2f} x), "
-                      f"commit {cm:,.0f}/s ({cm / raw:.2f} x)", flush=True)
+                      f"commit {cm:,.0f}/s ({cm / raw:.2f} x); machine CPU ms per action: raw {raw_cpu:.3f}, "
+                      f"background {bg_cpu:.3f}, commit {cm_cpu:.3f}", flush=True)
         report = audit.verify_chain(db.session, workers=os.cpu_count() or 1)
         db.session.rollback()
         from console import policy
@@ -182,7 +210,7 @@ def main() -> None:
         print(f"PostgreSQL, one action per transaction, {args.seconds:g} s x {args.rounds} rounds per phase "
               f"(rates: median of rounds; ratios: median of the rounds' ratios), {os.cpu_count()} CPUs, background sequencer every "
               f"{policy.current().audit.sequencer_interval_seconds:g} s (AUDIT_SEQUENCER_INTERVAL)")
-        print(f"{'writers':>7} {'raw/s':>9} {'audited bg/s':>13} {'ratio':>6} {'max lag s':>10} "
+        print(f"{'writers':>7} {'raw/s':>9} {'audited bg/s':>13} {'ratio':>6} {'by CPU':>7} {'max lag s':>10} "
               f"{'audited commit/s':>17} {'ratio':>6}")
         for w in counts:
             plain = statistics.median(rates[(w, 'raw')])
@@ -193,7 +221,10 @@ def main() -> None:
             # on both sides of its own ratio and not on the others'.
             bg_ratio, cm_ratio = (statistics.median(a / b for a, b in zip(rates[(w, v)], rates[(w, 'raw')]))
                                   for v in ('audited-background', 'audited-commit'))
-            print(f"{w:>7} {plain:>9,.0f} {bg:>13,.0f} {bg_ratio:>6.2f} {lags[(w, 'audited-background')]:>10.2f} "
+            # By CPU: raw's machine CPU per action over the audited one's, what the ratio would be on a
+            # machine kept saturated (the writers' processes, the sequencer and PostgreSQL all count).
+            by_cpu = statistics.median(r / a for r, a in zip(cpus[(w, 'raw')], cpus[(w, 'audited-background')]))
+            print(f"{w:>7} {plain:>9,.0f} {bg:>13,.0f} {bg_ratio:>6.2f} {by_cpu:>7.2f} {lags[(w, 'audited-background')]:>10.2f} "
                   f"{cm:>17,.0f} {cm_ratio:>6.2f}")
         print(f"chain after the run: {'intact' if report.intact else 'BROKEN: ' + str(report.reason)}, "
               f"{report.count:,} events, {report.pending} transaction(s) waiting")
