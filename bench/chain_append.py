@@ -22,7 +22,6 @@ import os
 import statistics
 import threading
 import time
-from datetime import timezone
 
 import _common
 
@@ -96,15 +95,11 @@ def _lag(session) -> float:
     from sqlalchemy import select
 
     from console.models.audit import AuditIntake
-    from console.timeutil import utcnow
+    from console.services import sequencer
 
     oldest = session.scalar(select(AuditIntake.recorded_at).order_by(AuditIntake.id).limit(1))
     session.rollback()
-    if oldest is None:
-        return 0.0
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=timezone.utc)
-    return max(0.0, (utcnow() - oldest).total_seconds())
+    return 0.0 if oldest is None else sequencer.waited(oldest)
 
 
 def _machine_busy() -> float:
@@ -122,7 +117,6 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
     The CPU is counted from the start of writing until the last action is chained (background
     mode: the sequencer's work after the writers stopped counts too)."""
     from console.extensions import db
-    from console.services import sequencer
 
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value("l", 0)
@@ -140,7 +134,6 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
     while any(p.is_alive() for p in procs):
         if variant != "raw" and time.time() > start_at:
             lag = max(lag, _lag(db.session))
-            db.session.rollback()
         time.sleep(0.05)
     for p in procs:
         p.join()
@@ -160,7 +153,7 @@ def _waiting(session) -> bool:
 
     from console.models.audit import AuditIntake
 
-    waiting = session.scalar(select(AuditIntake.id).limit(1)) is not None
+    waiting = session.scalar(select(AuditIntake.id).order_by(AuditIntake.id).limit(1)) is not None
     session.rollback()
     return waiting
 

@@ -112,6 +112,18 @@ def test_a_value_its_column_cannot_hold_is_refused_when_recorded_not_when_chaine
     assert _verify().intact
 
 
+def test_a_client_address_longer_than_its_column_is_kept_to_its_first_64_characters(background):
+    """Behind a proxy configured with too many hops the client chooses X-Forwarded-For: the action
+    is still recorded (not refused), with the address cut to the column's width."""
+    chosen = "203.0.113.7, " + "x" * 100
+    actor = Actor(kind="staff", staff_id=1, employee_no="T1001", role="teller", source_ip=chosen)
+    audit.record(db.session, actor, "test.event")
+    db.session.commit()
+    assert sequencer.chain_pending(db.engine) == 1
+    assert audit_events("test.event")[0].source_ip == chosen[:64]
+    assert _verify().intact
+
+
 def test_text_that_fills_its_columns_chains_and_verifies(background):
     """Tabs, newlines, backslashes, emoji and Chinese in the top-level columns and in the JSON, at
     their columns' full length, go through the intake and the batch insert unchanged."""

@@ -307,6 +307,11 @@ def test_a_worker_killed_anywhere_in_the_authorisation_leaves_it_waiting_or_done
     db.session.rollback()
     again = authorise(client, second_case, second_id, supervisor, code=spent)
     assert again.status_code == 422 and approval(second_id).status == "pending"
+    last = audit_events("approval.counter_authorise")[-1]
+    assert (last.actor_employee_no, last.outcome, last.reason_code, json.loads(last.details)["step"]) == (
+        supervisor.employee_no, "failed", "wrong_code", "totp")  # the password passed; the spent code did not
+    assert authorise(client, second_case, second_id, supervisor).status_code == 302  # a fresh code does
+    assert approval(second_id).status == "executed"
 
 
 def test_a_supervisor_authorises_with_a_security_key_bound_to_the_decision(app, client):

@@ -181,10 +181,13 @@ def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app,
     wallet_no = make_wallet()
     first_checked, release_first, second_waiting = threading.Event(), threading.Event(), threading.Event()
 
+    woken = []
+
     class Settled(threading.Condition):
         def wait(self, timeout=None):
             second_waiting.set()
-            return super().wait(timeout)
+            woken.append(super().wait(timeout))
+            return woken[-1]
 
     monkeypatch.setattr(wallet_signin, "_settled", Settled())
 
@@ -214,3 +217,4 @@ def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app,
         second.join(30)
     assert results == {"first": "invalid_credentials", "second": "ok"}
     assert finished["second"] - released < 30  # woken by the settlement, not by its 60 s pause
+    assert woken == [True]  # notified, not timed out

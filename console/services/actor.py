@@ -23,6 +23,15 @@ class Actor:
     # auditor can tell a console action from the same action through the API.
     interface: str = "console"
 
+    # The audit column's width: a client address is at most 45 characters (IPv6), but behind a
+    # proxy configured with too many hops the client chooses X-Forwarded-For, and the audit trail
+    # refuses a value its column cannot hold (services/audit.py). Kept to its first 64 characters.
+    SOURCE_IP_MAX = 64
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source_ip, str) and len(self.source_ip) > self.SOURCE_IP_MAX:
+            object.__setattr__(self, "source_ip", self.source_ip[:self.SOURCE_IP_MAX])
+
     @property
     def is_authenticated(self) -> bool:
         return self.kind in ("staff", "operator")

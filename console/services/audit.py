@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from .. import audit_verifier
 from ..codes import OUTCOMES
-from ..models.audit import GENESIS_HASH, AuditIntake, ChainHead
+from ..models.audit import GENESIS_HASH, AuditEvent, AuditIntake, ChainHead
 from ..timeutil import utcnow
 from .actor import Actor
 
@@ -39,20 +39,30 @@ def _json(value: Any) -> str | None:
     if value is None:
         return None
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    if not text.isascii():
-        text.encode()  # a lone surrogate cannot be stored: UnicodeEncodeError (a ValueError) here
+    if not _encodable(text):
+        raise ValueError(f"audit JSON holds a lone surrogate, which cannot be stored: {text!r:.80}")
     return text
 
 
-def _text_limits() -> dict[str, int]:
-    from ..models.audit import AuditEvent
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate (UTF-8 cannot encode it; neither database stores it)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
-    return {name: AuditEvent.__table__.c[name].type.length for name in CHAINED_FIELDS
-            if name not in audit_verifier.INT_FIELDS and name != "prev_hash" and getattr(AuditEvent.__table__.c[name].type, "length", None)}
 
-
-_TEXT_LIMITS = _text_limits()
-_INT_RANGE = range(-2**31, 2**31)  # the columns are 32-bit integers
+_COLUMNS = AuditEvent.__table__.c
+_TEXT_LIMITS = {name: _COLUMNS[name].type.length for name in CHAINED_FIELDS
+                if name not in audit_verifier.INT_FIELDS and name != "prev_hash"
+                and getattr(_COLUMNS[name].type, "length", None)}
+# The integer columns a writer fills (seq and chain_version are the chain's own), 32-bit.
+_INT_FIELDS = tuple(name for name in CHAINED_FIELDS if name in audit_verifier.INT_FIELDS
+                    and name not in ("seq", "chain_version"))
+_INT_RANGE = range(-2**31, 2**31)
 
 
 def _check(row: dict) -> None:
@@ -67,10 +77,10 @@ def _check(row: dict) -> None:
         value = row[name]
         if value is None:
             continue
-        if type(value) is not str or len(value) > limit or "\x00" in value or not (value.isascii() or value.encode()):
-            raise ValueError(f"audit field {name} must be text of at most {limit} characters without NUL, "
-                             f"not {value!r:.80}")
-    for name in ("actor_id", "verification_id", "approval_id"):
+        if type(value) is not str or len(value) > limit or "\x00" in value or not _encodable(value):
+            raise ValueError(f"audit field {name} must be text of at most {limit} characters, without NUL "
+                             f"or a lone surrogate, not {value!r:.80}")
+    for name in _INT_FIELDS:
         value = row[name]
         if value is not None and (type(value) is not int or value not in _INT_RANGE):
             raise ValueError(f"audit field {name} must be a 32-bit integer, not {value!r:.40}")

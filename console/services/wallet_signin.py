@@ -56,8 +56,9 @@ SUCCESS_RESULTS = ("ok", "must_change_password", "password_expired")
 POLL_SECONDS = (0.003, 0.1)  # first and longest pause between looks while waiting for a slot
 # ... and while a checked attempt waits for an earlier claim to settle. That claim's check ends
 # within about one argon2id check (~0.1 s), and every look later than its end is time a checked
-# answer sits idle in a worker: look again within a small part of a check. At most ``threshold``
-# claims are unsettled at once, so few waiters look at a wallet's row this often.
+# answer sits idle in a worker: look again within a small part of a check. A look is reads and a
+# COMMIT with nothing written (the claim is renewed only once half its time has passed), and at
+# most ``threshold`` claims are unsettled on a wallet at once.
 SETTLE_POLL_SECONDS = (0.003, 0.012)
 
 
@@ -92,8 +93,8 @@ _RISK_COUNT = (select(func.count(_T.c.id), func.count(func.distinct(_T.c.source_
                       _T.c.result.in_(FAILURE_RESULTS)))
 
 
-# Settlements committed by this process wake its waiters at once (a waiter whose earlier claim is
-# checked in another process looks again after its pause).
+# A settlement committed by this process wakes its waiters (on any wallet: each looks once more);
+# a waiter whose earlier claim is checked in another process, or given up, looks after its pause.
 _settled = threading.Condition()
 
 
@@ -524,12 +525,16 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
 
     give_up = time.monotonic() + 3 * rules.claim_ttl_seconds + rules.claim_wait_seconds
     pauses = _pauses(SETTLE_POLL_SECONDS)
+    renewed = time.monotonic()  # the claim's expiry was set when it was committed
     while True:
         result = _settle(session, claim, ok, result_if_ok, wallet)
         if result != "wait":
             break
-        # An earlier claim is still being checked (or its owner died): keep ours alive, reclaim theirs.
-        _renew(session, claim)
+        # An earlier claim is still being checked (or its owner died): keep ours alive (renewed
+        # once half its time has passed, so a look is a read unless it must write), reclaim theirs.
+        if time.monotonic() - renewed >= rules.claim_ttl_seconds / 2:
+            _renew(session, claim)
+            renewed = time.monotonic()
         abandon_expired_head(session, claim.wallet_id)
         commit()
         if time.monotonic() > give_up:
