@@ -218,3 +218,55 @@ def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app,
     assert results == {"first": "invalid_credentials", "second": "ok"}
     assert finished["second"] - released < 30  # woken by the settlement, not by its 60 s pause
     assert woken == [True]  # notified, not timed out
+
+
+def test_a_waiting_attempt_renews_its_claim_once_half_its_time_has_passed_not_at_every_look(app, monkeypatch):
+    """A checked attempt waiting for its turn keeps its claim alive, but a look is a read: it
+    renews once half the claim's time has passed (here 1.5 s of 3), not at each of its ~12 ms looks."""
+    from console import faults
+
+    app.config["WALLET_CLAIM_TTL_SECONDS"] = 3
+    policy.rebuild(app)
+    wallet_no = make_wallet()
+    renewals = []
+    real_renew = wallet_signin._renew
+
+    def renew(session, claim):
+        renewals.append(claim.seq)
+        real_renew(session, claim)
+
+    monkeypatch.setattr(wallet_signin, "_renew", renew)
+    first_checked, release_first, second_waiting = threading.Event(), threading.Event(), threading.Event()
+
+    class Settled(threading.Condition):
+        def wait(self, timeout=None):
+            second_waiting.set()
+            return super().wait(timeout)
+
+    monkeypatch.setattr(wallet_signin, "_settled", Settled())
+
+    def hold_the_first(_name):
+        if threading.current_thread().name == "first":
+            first_checked.set()
+            assert release_first.wait(30)
+
+    results = {}
+
+    def attempt(name):
+        with app.app_context():
+            results[name] = sign_in_wallet(wallet_no, WALLET_PASSWORD).result
+            db.session.remove()
+
+    with faults.installed("signin.checked", hold_the_first):
+        first = threading.Thread(target=attempt, args=("first",), name="first", daemon=True)
+        first.start()
+        assert first_checked.wait(30)
+        second = threading.Thread(target=attempt, args=("second",), name="second", daemon=True)
+        second.start()
+        assert second_waiting.wait(30)
+        time.sleep(1.8)  # past half the second's claim time, well before the first's claim expires
+        release_first.set()
+        first.join(30)
+        second.join(30)
+    assert results == {"first": "ok", "second": "ok"}
+    assert renewals == [2]  # once, by the second attempt (seq 2), in ~1.8 s of looks every few ms

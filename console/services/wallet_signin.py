@@ -509,6 +509,7 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
     if isinstance(admitted, SignInOutcome):
         return admitted
     claim = admitted
+    renewed = time.monotonic()  # the claim's expiry was set (claim TTL from now) when it was committed
 
     now = utcnow()
     used_temporary = False
@@ -525,7 +526,6 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
 
     give_up = time.monotonic() + 3 * rules.claim_ttl_seconds + rules.claim_wait_seconds
     pauses = _pauses(SETTLE_POLL_SECONDS)
-    renewed = time.monotonic()  # the claim's expiry was set when it was committed
     while True:
         result = _settle(session, claim, ok, result_if_ok, wallet)
         if result != "wait":
