@@ -1,4 +1,5 @@
-"""Shared set-up for the benchmarks: a migrated scratch database (SQLite or PostgreSQL)."""
+"""Shared set-up for the benchmarks: a migrated scratch database (SQLite or PostgreSQL), and the
+machine's busy CPU time."""
 from __future__ import annotations
 
 import contextlib
@@ -51,3 +52,13 @@ def quiet_alembic() -> None:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq; not idle,
+    I/O wait or time stolen by the hypervisor), from /proc/stat: with it, a phase's cost per
+    operation counts every process it used (workers, PostgreSQL, Redis, the client)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")

@@ -102,15 +102,6 @@ def _lag(session) -> float:
     return 0.0 if oldest is None else sequencer.waited(oldest)
 
 
-def _machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq), from
-    /proc/stat: every process counts (writers, sequencer, PostgreSQL's backends and its own workers)."""
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float, float]:
     """(actions per second, largest chaining lag in seconds, machine CPU seconds per action).
 
@@ -130,7 +121,7 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
         p.start()
     lag = 0.0
     time.sleep(max(0.0, start_at - time.time()))
-    busy = _machine_busy()
+    busy = _common.machine_busy()
     while any(p.is_alive() for p in procs):
         if variant != "raw" and time.time() > start_at:
             lag = max(lag, _lag(db.session))
@@ -141,7 +132,7 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
         deadline = time.time() + 10
         while _waiting(db.session) and time.time() < deadline:
             time.sleep(0.02)
-    busy = _machine_busy() - busy
+    busy = _common.machine_busy() - busy
     if seq_proc:
         stop.set()
         seq_proc.join()

@@ -34,6 +34,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
+from _common import machine_busy  # noqa: E402
+
 PASSWORD = "Spring-rain-2468"
 
 
@@ -53,16 +55,6 @@ def raw_argon2(threads: int, seconds: float) -> float:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
     return sum(counts) / (time.perf_counter() - start)
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (user, nice, system, irq, softirq; not idle,
-    I/O wait or time stolen by the hypervisor), from /proc/stat: with it, a phase's cost per
-    operation counts every process it used (workers, PostgreSQL, Redis, the client)."""
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _verify_for(seconds: float) -> int:
