@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import codes
+from ..models.audit import AuditEvent
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,10 @@ class Actor:
     # auditor can tell a console action from the same action through the API.
     interface: str = "console"
 
-    # The audit column's width: a client address is at most 45 characters (IPv6), but behind a
+    # The audit column's width (64): a client address is at most 45 characters (IPv6), but behind a
     # proxy configured with too many hops the client chooses X-Forwarded-For, and the audit trail
-    # refuses a value its column cannot hold (services/audit.py). Kept to its first 64 characters.
-    SOURCE_IP_MAX = 64
+    # refuses a value its column cannot hold (services/audit.py). Kept to the column's width.
+    SOURCE_IP_MAX = AuditEvent.__table__.c.source_ip.type.length
 
     def __post_init__(self) -> None:
         if isinstance(self.source_ip, str) and len(self.source_ip) > self.SOURCE_IP_MAX:

@@ -55,13 +55,14 @@ def _encodable(text: str) -> bool:
     return True
 
 
+# The fields a caller's values reach (seq, prev_hash and chain_version are the chain's own;
+# occurred_at is record()'s): the bounded text columns by their width, the 32-bit integers.
 _COLUMNS = AuditEvent.__table__.c
-_TEXT_LIMITS = {name: _COLUMNS[name].type.length for name in CHAINED_FIELDS
-                if name not in audit_verifier.INT_FIELDS and name != "prev_hash"
-                and getattr(_COLUMNS[name].type, "length", None)}
-# The integer columns a writer fills (seq and chain_version are the chain's own), 32-bit.
-_INT_FIELDS = tuple(name for name in CHAINED_FIELDS if name in audit_verifier.INT_FIELDS
-                    and name not in ("seq", "chain_version"))
+_CALLERS_FIELDS = [name for name in CHAINED_FIELDS
+                   if name not in ("seq", "occurred_at", "chain_version", "prev_hash")]
+_TEXT_LIMITS = {name: _COLUMNS[name].type.length for name in _CALLERS_FIELDS
+                if getattr(_COLUMNS[name].type, "length", None)}
+_INT_FIELDS = tuple(name for name in _CALLERS_FIELDS if name in audit_verifier.INT_FIELDS)
 _INT_RANGE = range(-2**31, 2**31)
 
 

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -182,9 +182,7 @@ def backlog(session: Session) -> tuple[int, float | None]:
 
 
 def waited(recorded_at: datetime) -> float:
-    """Seconds since an intake row was recorded (the column holds naive UTC)."""
-    if recorded_at.tzinfo is None:
-        recorded_at = recorded_at.replace(tzinfo=timezone.utc)
+    """Seconds since an intake row was recorded (as read: the column type returns aware UTC)."""
     return max(0.0, (utcnow() - recorded_at).total_seconds())
 
 
