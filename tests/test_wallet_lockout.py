@@ -172,15 +172,14 @@ def test_fifty_concurrent_right_passwords_never_lock(app, backend, checks):
     assert audit_events("wallet.locked") == []
 
 
-def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app, monkeypatch):
-    """The second of two attempts on one wallet, checked first, waits for the first to settle; when
-    the first settles in the same process it is woken at once, not after its pause (here 60 s)."""
+def _second_behind_first(app, monkeypatch, wallet_no, passwords, while_waiting=lambda: None):
+    """Two attempts on one wallet in this process: the first claims (seq 1), is checked and held
+    before it settles; the second claims after it (seq 2), is checked and waits for its turn. Then
+    ``while_waiting()`` runs and the first is released. Returns the results by name, when each
+    attempt finished, and what each of the second's waits returned (True: notified)."""
     from console import faults
 
-    monkeypatch.setattr(wallet_signin, "SETTLE_POLL_SECONDS", (60.0, 60.0))
-    wallet_no = make_wallet()
     first_checked, release_first, second_waiting = threading.Event(), threading.Event(), threading.Event()
-
     woken = []
 
     class Settled(threading.Condition):
@@ -198,33 +197,43 @@ def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app,
 
     results, finished = {}, {}
 
-    def attempt(name, password):
+    def attempt(name):
         with app.app_context():
-            results[name] = sign_in_wallet(wallet_no, password).result
+            results[name] = sign_in_wallet(wallet_no, passwords[name]).result
             finished[name] = time.monotonic()
             db.session.remove()
 
     with faults.installed("signin.checked", hold_the_first):
-        first = threading.Thread(target=attempt, args=("first", "wrong-password"), name="first", daemon=True)
+        first = threading.Thread(target=attempt, args=("first",), name="first", daemon=True)
         first.start()
         assert first_checked.wait(30)  # claimed (seq 1) and checked, not settled
-        second = threading.Thread(target=attempt, args=("second", WALLET_PASSWORD), name="second", daemon=True)
+        second = threading.Thread(target=attempt, args=("second",), name="second", daemon=True)
         second.start()
         assert second_waiting.wait(30)  # claimed after it (seq 2), checked, waiting for its turn
-        released = time.monotonic()
+        while_waiting()
         release_first.set()
         first.join(30)
         second.join(30)
+    return results, finished, woken
+
+
+def test_a_checked_attempt_is_woken_by_an_earlier_settlement_in_its_process(app, monkeypatch):
+    """The second of two attempts on one wallet, checked first, waits for the first to settle; when
+    the first settles in the same process it is woken at once, not after its pause (here 60 s)."""
+    monkeypatch.setattr(wallet_signin, "SETTLE_POLL_SECONDS", (60.0, 60.0))
+    wallet_no = make_wallet()
+    released = []
+    results, finished, woken = _second_behind_first(
+        app, monkeypatch, wallet_no, {"first": "wrong-password", "second": WALLET_PASSWORD},
+        while_waiting=lambda: released.append(time.monotonic()))
     assert results == {"first": "invalid_credentials", "second": "ok"}
-    assert finished["second"] - released < 30  # woken by the settlement, not by its 60 s pause
+    assert finished["second"] - released[0] < 30  # woken by the settlement, not by its 60 s pause
     assert woken == [True]  # notified, not timed out
 
 
 def test_a_waiting_attempt_renews_its_claim_once_half_its_time_has_passed_not_at_every_look(app, monkeypatch):
     """A checked attempt waiting for its turn keeps its claim alive, but a look is a read: it
     renews once half the claim's time has passed (here 1.5 s of 3), not at each of its ~12 ms looks."""
-    from console import faults
-
     app.config["WALLET_CLAIM_TTL_SECONDS"] = 3
     policy.rebuild(app)
     wallet_no = make_wallet()
@@ -236,37 +245,9 @@ def test_a_waiting_attempt_renews_its_claim_once_half_its_time_has_passed_not_at
         real_renew(session, claim)
 
     monkeypatch.setattr(wallet_signin, "_renew", renew)
-    first_checked, release_first, second_waiting = threading.Event(), threading.Event(), threading.Event()
-
-    class Settled(threading.Condition):
-        def wait(self, timeout=None):
-            second_waiting.set()
-            return super().wait(timeout)
-
-    monkeypatch.setattr(wallet_signin, "_settled", Settled())
-
-    def hold_the_first(_name):
-        if threading.current_thread().name == "first":
-            first_checked.set()
-            assert release_first.wait(30)
-
-    results = {}
-
-    def attempt(name):
-        with app.app_context():
-            results[name] = sign_in_wallet(wallet_no, WALLET_PASSWORD).result
-            db.session.remove()
-
-    with faults.installed("signin.checked", hold_the_first):
-        first = threading.Thread(target=attempt, args=("first",), name="first", daemon=True)
-        first.start()
-        assert first_checked.wait(30)
-        second = threading.Thread(target=attempt, args=("second",), name="second", daemon=True)
-        second.start()
-        assert second_waiting.wait(30)
-        time.sleep(1.8)  # past half the second's claim time, well before the first's claim expires
-        release_first.set()
-        first.join(30)
-        second.join(30)
+    # Past half the second's claim time, well before the first's claim expires.
+    results, _finished, _woken = _second_behind_first(
+        app, monkeypatch, wallet_no, {"first": WALLET_PASSWORD, "second": WALLET_PASSWORD},
+        while_waiting=lambda: time.sleep(1.8))
     assert results == {"first": "ok", "second": "ok"}
     assert renewals == [2]  # once, by the second attempt (seq 2), in ~1.8 s of looks every few ms
