@@ -298,8 +298,8 @@ def test_a_worker_killed_anywhere_in_the_authorisation_leaves_it_waiting_or_done
     from console.models import Notification
 
     wallet_id = get_wallet(wallet_no).id
-    notices = [n.kind for n in db.session.query(Notification).filter_by(wallet_id=wallet_id)
-               if n.kind == operations.registry.get("release_freeze").sms_kind]
+    notices = [n.kind for n in db.session.query(Notification).filter_by(
+        wallet_id=wallet_id, kind=operations.registry.get("release_freeze").sms_kind)]
     assert notices == ["freeze_released"]
     # A code spent by the committed proof is not taken again, even for a request still waiting.
     spent = data["code"]
