@@ -65,15 +65,26 @@ SETTLE_POLL_SECONDS = (0.003, 0.012)
 # The statements of every sign-in, built once with bind parameters: building a statement costs
 # more Python time than running it (tests/faults count them; bench/wallet_signin.py measures).
 _T = LoginAttempt.__table__
-_CLAIM = (
-    update(Wallet)
-    .where(Wallet.id == bindparam("wallet_id"),
-           Wallet.failed_count + (Wallet.attempt_seq - Wallet.settled_seq) < bindparam("limit"),
-           Wallet.lock_kind.is_(None), Wallet.frozen_at.is_(None), Wallet.status == "active")
-    .values(attempt_seq=Wallet.attempt_seq + 1)
-    .returning(Wallet.attempt_seq, Wallet.password_hash, Wallet.temp_password_hash,
-               Wallet.temp_password_expires_at, Wallet.must_change_password, Wallet.password_expires_at)
-    .execution_options(synchronize_session=False))
+
+
+def _claim_statement(column, name: str):
+    """The claim: the wallet's next place in the order, if it is admissible and a slot is free,
+    returning the whole wallet (what the check needs is read in the claim's statement)."""
+    return (update(Wallet)
+            .where(column == bindparam(name),
+                   Wallet.failed_count + (Wallet.attempt_seq - Wallet.settled_seq) < bindparam("limit"),
+                   Wallet.lock_kind.is_(None), Wallet.frozen_at.is_(None), Wallet.status == "active")
+            .values(attempt_seq=Wallet.attempt_seq + 1)
+            .returning(Wallet)
+            # A wallet this session holds already takes the values the claim returns, not its older ones.
+            .execution_options(synchronize_session=False, populate_existing=True))
+
+
+_CLAIM = _claim_statement(Wallet.id, "wallet_id")
+# By the wallet's number: a sign-in whose slot is free finds its wallet and claims in one statement
+# (the usual case); one refused reads the wallet and takes the admission loop (locks, expiries,
+# abandoned claims, "busy").
+_CLAIM_BY_NUMBER = _claim_statement(Wallet.wallet_no, "number")
 _INSERT_ATTEMPT = insert(_T).returning(_T.c.id)
 _SETTLE_STATE = (Wallet.failed_count, Wallet.lock_kind, Wallet.frozen_at, Wallet.lock_until, Wallet.settled_seq)
 _SETTLE_FAILURE = (
@@ -284,20 +295,27 @@ class Claim:
     password_expires_at: datetime | None
 
 
-def _claim(session: Session, wallet: Wallet, *, source_ip, device_id, purpose) -> Claim | None:
-    """Take the wallet's next place in the order, if a slot is free. Not committed.
-
-    The UPDATE returns what the check needs, so the wallet is not read again."""
+def _claim(session: Session, statement, params: dict, *, source_ip, device_id,
+           purpose) -> tuple[Wallet, Claim] | None:
+    """Take the wallet's next place in the order (``_CLAIM`` by id or ``_CLAIM_BY_NUMBER``), if it is
+    admissible and a slot is free: the wallet and its claim, else None (nothing written). Not committed."""
     limit = policy.current().wallet_lockout.threshold
-    row = session.execute(_CLAIM, {"wallet_id": wallet.id, "limit": limit}).first()
-    if row is None:
+    wallet = session.scalars(statement, {**params, "limit": limit}).first()
+    if wallet is None:
         return None
-    seq, password_hash, temp_hash, temp_expires, must_change, expires = row
-    set_committed_value(wallet, "attempt_seq", seq)
     now = utcnow()
     attempt_id = _attempt_row(session, wallet, "pending", at=now, source_ip=source_ip, device_id=device_id,
-                              purpose=purpose, seq=seq, claim_owner=claim_owner(), claim_expires_at=now + _ttl())
-    return Claim(attempt_id, seq, wallet.id, password_hash, temp_hash, temp_expires, bool(must_change), expires)
+                              purpose=purpose, seq=wallet.attempt_seq, claim_owner=claim_owner(),
+                              claim_expires_at=now + _ttl())
+    return wallet, Claim(attempt_id, wallet.attempt_seq, wallet.id, wallet.password_hash, wallet.temp_password_hash,
+                         wallet.temp_password_expires_at, bool(wallet.must_change_password),
+                         wallet.password_expires_at)
+
+
+def _published(commit, claim: Claim) -> Claim:
+    commit()  # the claim is visible to every other attempt before the check
+    faults.point("signin.claimed")
+    return claim
 
 
 def _ttl() -> timedelta:
@@ -444,11 +462,10 @@ def _admit(session: Session, wallet: Wallet, *, commit, source_ip, device_id, pu
             outcome = _refused(session, wallet, source_ip=source_ip, device_id=device_id, purpose=purpose)
             _finish(finalize, outcome, commit)
             return outcome
-        claim = _claim(session, wallet, source_ip=source_ip, device_id=device_id, purpose=purpose)
-        if claim is not None:
-            commit()  # the claim is visible to every other attempt before the check
-            faults.point("signin.claimed")
-            return claim
+        claimed = _claim(session, _CLAIM, {"wallet_id": wallet.id}, source_ip=source_ip, device_id=device_id,
+                         purpose=purpose)
+        if claimed is not None:
+            return _published(commit, claimed[1])
         if abandon_expired_head(session, wallet.id):
             commit()
             session.refresh(wallet)
@@ -503,12 +520,17 @@ def authenticate(session: Session, wallet_no: str, password: str, *, commit, sou
 def _authenticate(session: Session, wallet_no: str, password: str, *, commit, source_ip, device_id, purpose,
                   finalize) -> SignInOutcome:
     rules = policy.current().wallet_lockout
-    wallet = find_wallet(session, wallet_no)
-    admitted = _admit(session, wallet, commit=commit, source_ip=source_ip, device_id=device_id,
-                      purpose=purpose, finalize=finalize)
-    if isinstance(admitted, SignInOutcome):
-        return admitted
-    claim = admitted
+    claimed = _claim(session, _CLAIM_BY_NUMBER, {"number": wallet_no}, source_ip=source_ip, device_id=device_id,
+                     purpose=purpose)
+    if claimed is not None:
+        wallet, claim = claimed[0], _published(commit, claimed[1])
+    else:
+        wallet = find_wallet(session, wallet_no)
+        admitted = _admit(session, wallet, commit=commit, source_ip=source_ip, device_id=device_id,
+                          purpose=purpose, finalize=finalize)
+        if isinstance(admitted, SignInOutcome):
+            return admitted
+        claim = admitted
     renewed = time.monotonic()  # the claim's expiry was set (claim TTL from now) when it was committed
 
     now = utcnow()
