@@ -14,7 +14,9 @@ On SQLite (development) the database has one writer at a time: the desk's limits
 which holds that lock, so while Redis is down they are not counted and the request goes through
 at once (logged) instead of waiting for itself. PostgreSQL has no such restriction.
 
-A staff member who hits a limit gets a 429 page and an audit event.
+A staff member who hits a limit gets a 429 page and an audit event. A 429 says when to try again
+(``Retry-After``: :func:`retry_after`); answers within the limits carry no rate-limit headers,
+whose two extra counter reads (Redis round trips) every limited request, sign-in first, would pay.
 
 Credentials (sign-in form, TOTP step, API tokens, a supervisor's credentials presented at a
 teller's screen), SMS codes and searches are limited per person
@@ -201,7 +203,9 @@ def init_app(app) -> Limiter:
         # Redis, and the database while Redis is unreachable (no per-process memory fallback).
         storage = {"storage_uri": FALLBACK_PREFIX + uri, "storage_options": {"database": lambda: db.engine}}
     # swallow_errors: with Redis and the database both down, requests go through unlimited.
-    limiter = Limiter(get_remote_address, app=app, headers_enabled=True, key_prefix="bc",
+    # No X-RateLimit-* headers: each answer would read its counter and expiry again (two round trips
+    # to Redis) for headers nobody documents; a 429's Retry-After is set by retry_after().
+    limiter = Limiter(get_remote_address, app=app, headers_enabled=False, key_prefix="bc",
                       swallow_errors=True, **storage)
     for endpoint, limits in LIMITS.items():
         view = app.view_functions[endpoint]
@@ -219,6 +223,20 @@ def init_app(app) -> Limiter:
             app.view_functions[endpoint] = view
     app.extensions["rate_limiter"] = limiter
     return limiter
+
+
+def retry_after() -> int:
+    """Seconds until the window of the limit this request broke ends (for a 429's Retry-After);
+    the window's full length if the counter's expiry cannot be read."""
+    limiter = current_app.extensions.get("rate_limiter")
+    breached = limiter.current_limit if limiter is not None else None
+    if breached is None:
+        return 60
+    try:
+        return max(1, int(breached.reset_at - time.time()))
+    except Exception:  # the counter's store went away between the hit and this read
+        log.warning("rate limits: the breached window's end could not be read")
+        return max(1, int(breached.limit.get_expiry()))
 
 
 # --- storage: Redis, and the database while Redis is unreachable ---------------------------

@@ -79,6 +79,7 @@ def test_staff_sign_in_is_rate_limited_with_a_clear_page_and_an_audit_event(limi
         assert post_form(client, "/auth/login", {"employee_no": "T1", "password": "x"}).status_code == 200
     blocked = post_form(client, "/auth/login", {"employee_no": "T1", "password": "x"})
     assert blocked.status_code == 429 and "请求过于频繁" in blocked.get_data(as_text=True)
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 60
     event = audit_events("rate_limited")[-1]
     assert event.outcome == "denied" and json.loads(event.details)["employee_no"] == "T1"
 
@@ -95,6 +96,7 @@ def test_wallet_sign_in_is_limited_per_customer_address(limited_app):
     assert [call("198.51.100.1").status_code for _ in range(4)] == [200] * 4
     blocked = call("198.51.100.1")
     assert blocked.status_code == 429 and blocked.get_json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(blocked.headers["Retry-After"]) <= 60
     assert call("198.51.100.2").status_code == 200  # another customer address is not affected
 
 

@@ -94,6 +94,9 @@ def test_form_429_refuses_api_tokens_from_that_address_without_checking_credenti
     refused = client.post(API + "/tokens", json={"employee_no": handle.employee_no, "password": "wrong-password-1",
                                                  "totp_code": "123456"}, environ_base=ADDRESS_A)
     assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "rate_limited"
+    # The refusal says when the minute's window ends; answers within the limits carry no counters.
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert not [name for name in refused.headers.keys() if name.lower().startswith("x-ratelimit")]
     assert _staff_row(handle).failed_signins == 0  # the password was never checked
     assert not [e for e in audit_events("staff.signin") if e.actor_employee_no == handle.employee_no]
     # Another address is not affected.

@@ -6,7 +6,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from .. import answers
+from .. import answers, ratelimits
 from ..extensions import db
 
 MESSAGES = {
@@ -51,6 +51,9 @@ def init_app(app) -> None:
     def _http(exc):
         if exc.code == 429:
             _record_rate_limit()
+            answer = current_app.make_response(_page(429))
+            answer.headers["Retry-After"] = str(ratelimits.retry_after())
+            return answer
         answer = _page(exc.code or 500)
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             # RFC 9110: a 405 names the methods the resource supports, on pages and JSON alike.
