@@ -1,14 +1,15 @@
 """Audited writes against the same writes without audit, 1/4/16 writers, same run (issue #14).
 
     .venv/bin/python bench/chain_append.py --postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres \
-        [--seconds 5] [--writers 1,4,16] [--rounds 2]
+        [--seconds 5] [--writers 1,4,16] [--rounds 2] [--sequencers 1]
 
 Each writer is its own process with its own connection and writes one audit event per transaction
 (as the issue's table measured it): "raw" builds the row exactly as ``audit.record`` does and INSERTs
 it into a plain table (no intake, digest, sequence or chain); "audited" is ``audit.record`` and
 COMMIT, as every service does it. Audited runs in both chain modes: "background" (writers
-don't wait; one sequencer process chains in batches every ``AUDIT_SEQUENCER_INTERVAL``, the
-deployment default unless set: what a deployment runs) and "commit" (each
+don't wait; ``--sequencers`` processes (1: a dedicated ``flask audit sequencer``; a deployment without
+one runs a sequencer thread in each of its worker processes) chain in batches every
+``AUDIT_SEQUENCER_INTERVAL``, the deployment default unless set) and "commit" (each
 writer chains right after its own COMMIT and waits for it: the default, read-your-writes). Phases
 alternate over rounds so machine noise hits all alike. Also printed: the largest chaining lag seen
 (age of the oldest committed, not yet chained event, sampled every 50 ms) and that the chain
@@ -102,7 +103,7 @@ def _lag(session) -> float:
     return 0.0 if oldest is None else sequencer.waited(oldest)
 
 
-def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, float, float]:
+def _phase(app, variant: str, writers: int, seconds: float, sequencers: int = 1) -> tuple[float, float, float]:
     """(actions per second, largest chaining lag in seconds, machine CPU seconds per action).
 
     The CPU is counted from the start of writing until the last action is chained (background
@@ -113,10 +114,11 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
     counter = ctx.Value("l", 0)
     stop = ctx.Event()
     start_at = time.time() + 0.5 + 0.05 * writers
-    seq_proc = ctx.Process(target=_sequencer, args=(app, stop)) if variant == "audited-background" else None
+    seq_procs = [ctx.Process(target=_sequencer, args=(app, stop))
+                 for _ in range(sequencers if variant == "audited-background" else 0)]
     procs = [ctx.Process(target=_writer, args=(app, variant, seconds, start_at, counter)) for _ in range(writers)]
-    if seq_proc:
-        seq_proc.start()
+    for p in seq_procs:
+        p.start()
     for p in procs:
         p.start()
     lag = 0.0
@@ -128,14 +130,14 @@ def _phase(app, variant: str, writers: int, seconds: float) -> tuple[float, floa
         time.sleep(0.05)
     for p in procs:
         p.join()
-    if seq_proc:
+    if seq_procs:
         deadline = time.time() + 10
         while _waiting(db.session) and time.time() < deadline:
             time.sleep(0.02)
     busy = _common.machine_busy() - busy
-    if seq_proc:
-        stop.set()
-        seq_proc.join()
+    stop.set()
+    for p in seq_procs:
+        p.join()
     return counter.value / seconds, lag, busy / max(counter.value, 1)
 
 
@@ -156,6 +158,9 @@ def main() -> None:
     parser.add_argument("--writers", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--interval", type=float, help="AUDIT_SEQUENCER_INTERVAL in seconds (default: the app's)")
+    parser.add_argument("--sequencers", type=int, default=1,
+                        help="background sequencer processes (a deployment without `flask audit sequencer` runs "
+                             "one in each worker process, 2 x cores + 1 by default)")
     args = parser.parse_args()
     _common.quiet_alembic()
     counts = [int(w) for w in args.writers.split(",")]
@@ -178,7 +183,7 @@ def main() -> None:
             for w in counts:
                 order = variants if r % 2 == 0 else variants[::-1]
                 for v in order:
-                    rate, lag, cpu = _phase(app, v, w, args.seconds)
+                    rate, lag, cpu = _phase(app, v, w, args.seconds, args.sequencers)
                     rates[(w, v)].append(rate)
                     cpus[(w, v)].append(cpu)
                     lags[(w, v)] = max(lags[(w, v)], lag)
@@ -192,8 +197,8 @@ def main() -> None:
         from console import policy
 
         print(f"PostgreSQL, one action per transaction, {args.seconds:g} s x {args.rounds} rounds per phase "
-              f"(rates: median of rounds; ratios: median of the rounds' ratios), {os.cpu_count()} CPUs, background sequencer every "
-              f"{policy.current().audit.sequencer_interval_seconds:g} s (AUDIT_SEQUENCER_INTERVAL)")
+              f"(rates: median of rounds; ratios: median of the rounds' ratios), {os.cpu_count()} CPUs, {args.sequencers} "
+              f"background sequencer(s) every {policy.current().audit.sequencer_interval_seconds:g} s (AUDIT_SEQUENCER_INTERVAL)")
         print(f"{'writers':>7} {'raw/s':>9} {'audited bg/s':>13} {'ratio':>6} {'by CPU':>7} {'max lag s':>10} "
               f"{'audited commit/s':>17} {'ratio':>6}")
         for w in counts:
