@@ -233,10 +233,13 @@ def retry_after() -> int:
     if breached is None:
         return 60
     try:
-        return max(1, int(breached.reset_at - time.time()))
+        left = breached.reset_at - time.time()
     except Exception:  # the counter's store went away between the hit and this read
         log.warning("rate limits: the breached window's end could not be read")
-        return max(1, int(breached.limit.get_expiry()))
+        left = 0
+    # No end in the future: the counter was read from the other store than the one it was counted in
+    # (Redis went away, or came back, between the hit and this read); say the window's whole length.
+    return int(left) if left >= 1 else max(1, int(breached.limit.get_expiry()))
 
 
 # --- storage: Redis, and the database while Redis is unreachable ---------------------------
@@ -248,8 +251,8 @@ class SQLiteWriteLockHeld(RuntimeError):
 
 
 def _now() -> datetime:
-    # The real clock, as Redis's expiries and Flask-Limiter's reset headers use (not timeutil's,
-    # which tests move).
+    # The real clock, as Redis's expiries and a 429's Retry-After use (not timeutil's, which tests
+    # move).
     return datetime.now(timezone.utc)
 
 
@@ -306,8 +309,8 @@ class DatabaseCounter:
         with engine.begin() as conn:
             hits, expires_at = conn.execute(stmt).one()
         if has_request_context():
-            # Flask-Limiter asks for the count and the reset time again for its response headers:
-            # answer those from this hit rather than with two more queries.
+            # A 429's Retry-After asks for the window's end again (retry_after): answer it from this
+            # hit rather than with another query.
             g.setdefault("_rate_limit_counts", {})[key] = (hits, expires_at.timestamp())
         self._prune(engine)
         return hits

@@ -2,9 +2,11 @@
 customer, the phone-verification permission, and own-case / same-branch scope."""
 import json
 import re
+from datetime import timedelta
 
 import pytest
 
+from console import timeutil
 from console.extensions import db
 from console.models.notification import Notification
 from console.models.service import Case, CaseNote, Receipt, Verification
@@ -181,12 +183,20 @@ def test_sms_codes_to_one_customer_are_capped_across_staff_and_channels(app, cli
     assert _codes_sent() == 5
     refused = api.post(API + f"/cases/{api_case}/verifications/phone", headers=_bearer(token))
     assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "customer_sms_cap"
+    # Retry when the oldest of the five leaves the 10-minute window: about ten minutes from now, and
+    # less once time has passed.
+    retry = int(refused.headers["Retry-After"])
+    assert 590 <= retry <= 600 and refused.get_json()["error"]["details"]["retry_after_seconds"] == retry
+    timeutil.set_offset(timedelta(minutes=4))
+    later = api.post(API + f"/cases/{api_case}/verifications/phone", headers=_bearer(token))
+    assert later.status_code == 429 and 350 <= int(later.headers["Retry-After"]) <= 360
+    timeutil.set_offset(timedelta(0))
     page = post_form(client, f"/desk/cases/{case_no}/verify/phone/resend", {}, token_from=f"/desk/cases/{case_no}",
                      follow=True).get_data(as_text=True)
     assert "verification codes allowed" in page or "验证码" in page
     assert _codes_sent() == 5
     events = [e for e in audit_events("verification.code_sent") if e.outcome == "denied"]
-    assert len(events) == 2 and {e.reason_code for e in events} == {"customer_sms_cap"}
+    assert len(events) == 3 and {e.reason_code for e in events} == {"customer_sms_cap"}
     assert json.loads(events[0].details)["codes_sent_in_window"] == 5
 
 

@@ -41,7 +41,12 @@ def domain_error_response(exc, *, not_found: tuple[str, str] = ("not_found", "No
                               **extra)
     status = 409 if exc.code == "conflict" or reason in ("already_pending", "already_decided") else 403
     if reason == "customer_sms_cap":
-        status = 429  # the customer's SMS codes for the window are spent, by whoever sent them
+        # The customer's SMS codes for the window are spent, by whoever sent them: a 429, with when
+        # the oldest of them leaves the window.
+        retry = exc.details.get("retry_after_seconds") or 60
+        response = error_response(429, reason, "The request was refused.", retry_after_seconds=retry)
+        response.headers["Retry-After"] = str(retry)
+        return response
     return error_response(status, reason, "The request was refused.")
 
 

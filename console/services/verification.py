@@ -24,6 +24,7 @@ names the source, audited as ``verification.adopt`` on the new case.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from datetime import timedelta
 
@@ -244,11 +245,20 @@ def _check_customer_cap(session: Session, case: Case) -> None:
     senders (PostgreSQL) take turns; SQLite has one writer at a time anyway."""
     limit = sms_cap()
     session.execute(select(Customer.id).where(Customer.id == case.customer_id).with_for_update())
-    sent = codes_sent_to_customer(session, case.customer_id, utcnow() - timedelta(seconds=limit.get_expiry()))
+    now = utcnow()
+    since = now - timedelta(seconds=limit.get_expiry())
+    sent = codes_sent_to_customer(session, case.customer_id, since)
     if sent >= limit.amount:
-        raise refusal("verification.code_sent", "customer_sms_cap", case_ref=case.case_no,
-                      customer_ref=case.customer.customer_no, channel="phone",
-                      details={"codes_sent_in_window": sent, "limit": str(_rules().codes_per_customer)})
+        refused = refusal("verification.code_sent", "customer_sms_cap", case_ref=case.case_no,
+                          customer_ref=case.customer.customer_no, channel="phone",
+                          details={"codes_sent_in_window": sent, "limit": str(_rules().codes_per_customer)})
+        # When the oldest code in the window leaves it (a slot is free then, unless the cap was lowered).
+        oldest = session.scalar(select(func.min(Notification.created_at)).where(
+            Notification.customer_id == case.customer_id, Notification.kind.in_(CODE_KINDS),
+            Notification.created_at > since))
+        waited = (now - oldest).total_seconds() if oldest is not None else 0
+        refused.details["retry_after_seconds"] = max(1, math.ceil(limit.get_expiry() - waited))
+        raise refused
 
 
 def _send_code(session, actor, case, row: Verification) -> None:

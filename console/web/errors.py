@@ -52,7 +52,8 @@ def init_app(app) -> None:
         if exc.code == 429:
             _record_rate_limit()
             answer = current_app.make_response(_page(429))
-            answer.headers["Retry-After"] = str(ratelimits.retry_after())
+            if answer.status_code == 429:  # not a 503 (the database went away) with its own Retry-After
+                answer.headers["Retry-After"] = str(ratelimits.retry_after())
             return answer
         answer = _page(exc.code or 500)
         if exc.code == 405 and getattr(exc, "valid_methods", None):
