@@ -162,6 +162,8 @@ def main() -> None:
                         help="background sequencer processes (a deployment without `flask audit sequencer` runs "
                              "one in each worker process, 2 x cores + 1 by default)")
     args = parser.parse_args()
+    if args.sequencers < 1:
+        parser.error("--sequencers: at least 1 (the background phase measures writers that a sequencer keeps up with)")
     _common.quiet_alembic()
     counts = [int(w) for w in args.writers.split(",")]
     variants = ("raw", "audited-background", "audited-commit")

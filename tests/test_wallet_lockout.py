@@ -62,6 +62,29 @@ def test_remaining_attempts_count_down_and_success_resets(app):
     assert sign_in_wallet(wallet_no, "nope-nope").remaining == 4
 
 
+def test_a_sign_in_with_a_free_slot_finds_and_claims_its_wallet_in_one_statement(app):
+    """The claim finds the wallet by its number and returns it: no read of the wallet before it."""
+    import re
+
+    from sqlalchemy import event
+
+    wallet_no = make_wallet()
+    db.session.remove()
+    sent = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        sent.append(" ".join(statement.split()).lower())
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        assert sign_in_wallet(wallet_no, WALLET_PASSWORD).result == "ok"
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+    on_wallet = [statement for statement in sent if re.search(r"(from|update) wallet\b", statement)]
+    assert on_wallet[0].startswith("update wallet set attempt_seq") and "wallet.wallet_no =" in on_wallet[0]
+    assert get_wallet(wallet_no).attempt_seq == get_wallet(wallet_no).settled_seq == 1
+
+
 def test_lock_lapses_by_itself_and_escalates_within_24_hours(app):
     wallet_no = make_wallet()
     for _ in range(5):
