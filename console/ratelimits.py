@@ -237,8 +237,9 @@ def retry_after() -> int:
     except Exception:  # the counter's store went away between the hit and this read
         log.warning("rate limits: the breached window's end could not be read")
         left = 0
-    # No end in the future: the counter was read from the other store than the one it was counted in
-    # (Redis went away, or came back, between the hit and this read); say the window's whole length.
+    # An end under a second away is what an unread end looks like (the counter was read from the
+    # other store than the one it was counted in: Redis went away, or came back, between the hit and
+    # this read): say the window's whole length rather than 1.
     return int(left) if left >= 1 else max(1, int(breached.limit.get_expiry()))
 
 
