@@ -93,14 +93,21 @@ def _lag(session) -> float:
     """Seconds the oldest waiting intake row has waited: one index lookup on the intake's key.
     (``sequencer.backlog`` counts the intake; its deleted rows wait there for autovacuum, and a
     count every 50 ms would scan them all, a load of the bench's own on the audited phases.)"""
+    from console.services import sequencer
+
+    oldest = _oldest_waiting(session)
+    return 0.0 if oldest is None else sequencer.waited(oldest)
+
+
+def _oldest_waiting(session):
+    """When the oldest intake row still waiting was recorded (None: nothing waits)."""
     from sqlalchemy import select
 
     from console.models.audit import AuditIntake
-    from console.services import sequencer
 
     oldest = session.scalar(select(AuditIntake.recorded_at).order_by(AuditIntake.id).limit(1))
     session.rollback()
-    return 0.0 if oldest is None else sequencer.waited(oldest)
+    return oldest
 
 
 def _phase(app, variant: str, writers: int, seconds: float, sequencers: int = 1) -> tuple[float, float, float]:
@@ -132,23 +139,13 @@ def _phase(app, variant: str, writers: int, seconds: float, sequencers: int = 1)
         p.join()
     if seq_procs:
         deadline = time.time() + 10
-        while _waiting(db.session) and time.time() < deadline:
+        while _oldest_waiting(db.session) is not None and time.time() < deadline:
             time.sleep(0.02)
     busy = _common.machine_busy() - busy
     stop.set()
     for p in seq_procs:
         p.join()
     return counter.value / seconds, lag, busy / max(counter.value, 1)
-
-
-def _waiting(session) -> bool:
-    from sqlalchemy import select
-
-    from console.models.audit import AuditIntake
-
-    waiting = session.scalar(select(AuditIntake.id).order_by(AuditIntake.id).limit(1)) is not None
-    session.rollback()
-    return waiting
 
 
 def main() -> None:

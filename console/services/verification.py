@@ -229,9 +229,15 @@ CODE_KINDS = ("verification_code", "recovery_code")
 def codes_sent_to_customer(session: Session, customer_id: int, since) -> int:
     """Codes queued for one customer since ``since``, by any staff member and channel, self-service
     recovery included (the outbox is the record of what was sent)."""
-    return session.scalar(select(func.count(Notification.id)).where(
+    return _codes_since(session, customer_id, since)[0]
+
+
+def _codes_since(session: Session, customer_id: int, since):
+    """(how many codes were queued for the customer since ``since``, when the oldest of them was)."""
+    count, oldest = session.execute(select(func.count(Notification.id), func.min(Notification.created_at)).where(
         Notification.customer_id == customer_id, Notification.kind.in_(CODE_KINDS),
-        Notification.created_at > since)) or 0
+        Notification.created_at > since)).one()
+    return count or 0, oldest
 
 
 def sms_cap():
@@ -247,15 +253,12 @@ def _check_customer_cap(session: Session, case: Case) -> None:
     session.execute(select(Customer.id).where(Customer.id == case.customer_id).with_for_update())
     now = utcnow()
     since = now - timedelta(seconds=limit.get_expiry())
-    sent = codes_sent_to_customer(session, case.customer_id, since)
+    sent, oldest = _codes_since(session, case.customer_id, since)
     if sent >= limit.amount:
         refused = refusal("verification.code_sent", "customer_sms_cap", case_ref=case.case_no,
                           customer_ref=case.customer.customer_no, channel="phone",
                           details={"codes_sent_in_window": sent, "limit": str(_rules().codes_per_customer)})
         # When the oldest code in the window leaves it (a slot is free then, unless the cap was lowered).
-        oldest = session.scalar(select(func.min(Notification.created_at)).where(
-            Notification.customer_id == case.customer_id, Notification.kind.in_(CODE_KINDS),
-            Notification.created_at > since))
         waited = (now - oldest).total_seconds() if oldest is not None else 0
         refused.details["retry_after_seconds"] = max(1, math.ceil(limit.get_expiry() - waited))
         raise refused

@@ -282,17 +282,12 @@ def claim_owner() -> str:
 
 @dataclass
 class Claim:
-    """A claimed place in the order, with what the check needs (read in the claim's transaction,
-    so no transaction stays open during the slow check)."""
+    """A claimed place in the order. What the check needs is the wallet as the claim's statement
+    returned it (no transaction stays open during the slow check)."""
 
     attempt_id: int
     seq: int
     wallet_id: int
-    password_hash: str
-    temp_password_hash: str | None
-    temp_password_expires_at: datetime | None
-    must_change_password: bool
-    password_expires_at: datetime | None
 
 
 def _claim(session: Session, statement, params: dict, *, source_ip, device_id,
@@ -307,9 +302,7 @@ def _claim(session: Session, statement, params: dict, *, source_ip, device_id,
     attempt_id = _attempt_row(session, wallet, "pending", at=now, source_ip=source_ip, device_id=device_id,
                               purpose=purpose, seq=wallet.attempt_seq, claim_owner=claim_owner(),
                               claim_expires_at=now + _ttl())
-    return wallet, Claim(attempt_id, wallet.attempt_seq, wallet.id, wallet.password_hash, wallet.temp_password_hash,
-                         wallet.temp_password_expires_at, bool(wallet.must_change_password),
-                         wallet.password_expires_at)
+    return wallet, Claim(attempt_id, wallet.attempt_seq, wallet.id)
 
 
 def _published(commit, claim: Claim) -> Claim:
@@ -535,12 +528,12 @@ def _authenticate(session: Session, wallet_no: str, password: str, *, commit, so
 
     now = utcnow()
     used_temporary = False
-    ok = verify_password(claim.password_hash, password)
-    if not ok and claim.temp_password_hash and claim.temp_password_expires_at and claim.temp_password_expires_at > now:
-        ok = used_temporary = verify_password(claim.temp_password_hash, password)
-    if used_temporary or claim.must_change_password:
+    ok = verify_password(wallet.password_hash, password)
+    if not ok and wallet.temp_password_hash and wallet.temp_password_expires_at and wallet.temp_password_expires_at > now:
+        ok = used_temporary = verify_password(wallet.temp_password_hash, password)
+    if used_temporary or wallet.must_change_password:
         result_if_ok = "must_change_password"
-    elif claim.password_expires_at and claim.password_expires_at <= now:
+    elif wallet.password_expires_at and wallet.password_expires_at <= now:
         result_if_ok = "password_expired"
     else:
         result_if_ok = "ok"
