@@ -37,6 +37,9 @@ class BaseConfig:
     ENV_NAME = "base"
     SECRET_KEY: str | None = None
     DATABASE_URL: str | None = None
+    # A pooled connection handed back less than this long ago is used again without a ping
+    # (console/dbpool.py; HikariCP's aliveBypassWindowMs); 0: a ping on every checkout.
+    DATABASE_PING_AFTER_IDLE_SECONDS = 0.5
     # 32-byte keys, base64 (urlsafe or standard) encoded.
     DATA_ENCRYPTION_KEY: str | None = None
     BLIND_INDEX_KEY: str | None = None
@@ -260,7 +263,11 @@ class BaseConfig:
             raw = os.environ.get(f"CONSOLE_{key}")
             if raw is None:
                 continue
-            values[key] = _coerce(raw, default)
+            try:
+                values[key] = _coerce(raw, default)
+            except ValueError:
+                raise ConfigError(f"CONSOLE_{key}={raw!r} is not usable; it takes a value like "
+                                  f"{_example(default)!r}.") from None
         for key in FILE_SETTINGS:
             from_file = _read_secret_file(key)
             if from_file is not None:
@@ -287,6 +294,15 @@ def _read_secret_file(key: str) -> str | None:
     elif value.endswith("\n"):
         value = value[:-1]
     return value
+
+
+def _example(default) -> str:
+    """A setting's default as it would be written in the environment."""
+    if isinstance(default, (tuple, list)):
+        return ",".join(str(part) for part in default)
+    if isinstance(default, timedelta):
+        return str(int(default.total_seconds()))
+    return str(default)
 
 
 def _coerce(raw: str, default):
@@ -409,7 +425,15 @@ def load_config(name: str | None = None) -> dict:
         if key != "SECRET_KEY" and values.get(key):
             _check_key(key, values[key])
     check_directory(values)
+    _check_ping_window(values.get("DATABASE_PING_AFTER_IDLE_SECONDS"))
     return values
+
+
+def _check_ping_window(value) -> None:
+    """A connection idle longer than a minute is always pinged: the window is for one that was in
+    use a moment ago (console/dbpool.py)."""
+    if type(value) not in (int, float) or not 0 <= value <= 60:
+        raise ConfigError("CONSOLE_DATABASE_PING_AFTER_IDLE_SECONDS must be a number of seconds from 0 to 60.")
 
 
 DIRECTORY_ROLES = ("teller", "supervisor", "auditor", "admin", "agent")

@@ -40,6 +40,7 @@ def create_app(config_name: str | None = None, overrides: dict | None = None) ->
     from .services import audit
 
     db.init_app(app)
+    _check_connections(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     login_manager.init_app(app)
@@ -126,13 +127,25 @@ def _engine_options(app: Flask) -> None:
         else:
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     else:
-        # A dead connection is replaced on checkout; a database that is down fails fast.
-        options.setdefault("pool_pre_ping", True)
+        # A dead connection is replaced on checkout (console/dbpool.py: checked if it was idle for
+        # a while); a database that is down fails fast.
         options.setdefault("pool_timeout", 10)
         options.setdefault("connect_args", {"connect_timeout": 5})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     app.config.setdefault("SQLALCHEMY_TRACK_MODIFICATIONS", False)
     _sqlite_pragmas_once()
+
+
+def _check_connections(app: Flask) -> None:
+    """PostgreSQL: a pooled connection idle for a while is pinged on checkout (unless the deployment
+    chose SQLAlchemy's own ``pool_pre_ping`` in SQLALCHEMY_ENGINE_OPTIONS)."""
+    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") or "pool_pre_ping" in options:
+        return
+    from . import dbpool
+
+    with app.app_context():
+        dbpool.check_on_checkout(db.engine, app.config["DATABASE_PING_AFTER_IDLE_SECONDS"])
 
 
 _pragmas_installed = False

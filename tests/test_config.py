@@ -129,3 +129,25 @@ def test_an_empty_secret_file_counts_as_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("CONSOLE_AUDIT_SIGNING_KEY_FILE", str(path))
     with pytest.raises(ConfigError, match="CONSOLE_AUDIT_SIGNING_KEY"):
         load_config("production")
+
+
+@pytest.mark.parametrize("name, value", [("STAFF_LOCKOUT_THRESHOLD", "seven"),
+                                         ("WALLET_LOCK_DURATIONS_MINUTES", "15,forty"),
+                                         ("DATABASE_PING_AFTER_IDLE_SECONDS", "half")])
+def test_a_typed_setting_that_is_not_a_number_is_named(monkeypatch, name, value):
+    monkeypatch.setenv(f"CONSOLE_{name}", value)
+    with pytest.raises(ConfigError, match=f"CONSOLE_{name}="):
+        load_config("testing")
+
+
+@pytest.mark.parametrize("value", ["-0.1", "61", "nan", "inf"])
+def test_the_ping_window_is_refused_outside_0_to_60_seconds(monkeypatch, value):
+    monkeypatch.setenv("CONSOLE_DATABASE_PING_AFTER_IDLE_SECONDS", value)
+    with pytest.raises(ConfigError, match="DATABASE_PING_AFTER_IDLE_SECONDS must be"):
+        load_config("testing")
+
+
+def test_the_ping_window_takes_whole_and_fractional_seconds(monkeypatch):
+    for value, expected in (("0", 0.0), ("2", 2.0), ("0.25", 0.25)):
+        monkeypatch.setenv("CONSOLE_DATABASE_PING_AFTER_IDLE_SECONDS", value)
+        assert load_config("testing")["DATABASE_PING_AFTER_IDLE_SECONDS"] == expected
