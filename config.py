@@ -425,11 +425,11 @@ def load_config(name: str | None = None) -> dict:
         if key != "SECRET_KEY" and values.get(key):
             _check_key(key, values[key])
     check_directory(values)
-    _check_ping_window(values.get("DATABASE_PING_AFTER_IDLE_SECONDS"))
+    check_ping_window(values.get("DATABASE_PING_AFTER_IDLE_SECONDS"))
     return values
 
 
-def _check_ping_window(value) -> None:
+def check_ping_window(value) -> None:
     """A connection idle longer than a minute is always pinged: the window is for one that was in
     use a moment ago (console/dbpool.py)."""
     if type(value) not in (int, float) or not 0 <= value <= 60:

@@ -130,6 +130,7 @@ def _engine_options(app: Flask) -> None:
         # A dead connection is replaced on checkout (console/dbpool.py: checked if it was idle for
         # a while); a database that is down fails fast.
         options.setdefault("pool_timeout", 10)
+        options.setdefault("pool_use_lifo", True)  # the connection used last goes out first
         options.setdefault("connect_args", {"connect_timeout": 5})
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     app.config.setdefault("SQLALCHEMY_TRACK_MODIFICATIONS", False)
@@ -139,13 +140,18 @@ def _engine_options(app: Flask) -> None:
 def _check_connections(app: Flask) -> None:
     """PostgreSQL: a pooled connection idle for a while is pinged on checkout (unless the deployment
     chose SQLAlchemy's own ``pool_pre_ping`` in SQLALCHEMY_ENGINE_OPTIONS)."""
-    options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") or "pool_pre_ping" in options:
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         return
+    if app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
+        return
+    from config import check_ping_window
+
     from . import dbpool
 
+    window = app.config["DATABASE_PING_AFTER_IDLE_SECONDS"]
+    check_ping_window(window)  # set by the environment (checked there already) or by create_app's overrides
     with app.app_context():
-        dbpool.check_on_checkout(db.engine, app.config["DATABASE_PING_AFTER_IDLE_SECONDS"])
+        dbpool.check_on_checkout(db.engine, window)
 
 
 _pragmas_installed = False

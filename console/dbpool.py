@@ -6,11 +6,21 @@ connection handed back less than ``DATABASE_PING_AFTER_IDLE_SECONDS`` ago was wo
 is handed out again without the ping: HikariCP does the same (``aliveBypassWindowMs``, 500 ms by
 default). One idle for longer is pinged, and replaced if the database no longer answers on it.
 
-What the window gives up: if the database drops a connection in the moment between its last
-use and the next, that next statement fails as on any connection dropped mid-request (the
-request answers 503, its transaction is rolled back, nothing is half-written), and SQLAlchemy
-then replaces every connection of the pool made before the drop, so the following requests get
-working ones. 0 pings on every checkout, as ``pool_pre_ping`` does.
+What the window gives up: a connection the database dropped in the moment since its last use is
+found by the statement that next uses it, as a connection dropped mid-statement is: that statement
+fails, the transaction it was in rolls back and the request answers 503; SQLAlchemy then replaces
+every connection of the pool made before the drop, so the following requests get working ones. A
+request that commits more than once loses only its current transaction: a wallet sign-in whose
+connection drops during its password check (its second checkout comes ~0.1 s after its first)
+answers 503 and leaves its committed claim pending, which the lockout engine gives up as abandoned
+after ``WALLET_CLAIM_TTL_SECONDS`` (docs/lockout-engine.md), as it does for a worker killed there.
+A drop between two uses that close together is a restart or failover of the database (when the
+requests in flight fail too) or a kill by hand; a server, PgBouncer or firewall that closes idle
+connections does so after minutes, far past the window. 0 pings on every checkout, as
+``pool_pre_ping`` does.
+
+The pool hands out the connection returned last (``pool_use_lifo``), so under light load it is the
+one most likely used a moment ago, and the rest may idle out.
 """
 from __future__ import annotations
 
@@ -23,7 +33,7 @@ _IDLE_SINCE = "idle_since"  # in the DBAPI connection's info: dropped with the c
 
 
 def check_on_checkout(engine: Engine, after_idle: float) -> None:
-    """Ping a pooled connection on checkout when it has been idle for more than ``after_idle`` seconds."""
+    """Ping a pooled connection on checkout when it has been idle for at least ``after_idle`` seconds."""
     dialect = engine.dialect
 
     @event.listens_for(engine, "checkin")

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from config import ConfigError
 from console import create_app
 from console.extensions import db
 
@@ -99,10 +100,28 @@ def test_inside_the_window_a_dropped_connection_fails_one_statement_and_the_pool
 
 def test_a_deployment_that_chose_pool_pre_ping_keeps_it(database_url, backend, pings):
     app = create_app("testing", {"DATABASE_URL": database_url, "SERVER_NAME": None,
-                                 "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True}})
+                                 "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+                                 "DATABASE_PING_AFTER_IDLE_SECONDS": 0})
     with app.app_context():
         pings.watch(db.engine)
         for _ in range(3):
             _backend_pid(db.engine)
-        assert len(pings) == 2  # SQLAlchemy's own: every checkout of a pooled connection
+        assert len(pings) == 2  # SQLAlchemy's own, on every checkout of a pooled connection; not ours as well
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("window", [-1, 61, "half"])
+def test_a_window_set_by_create_app_is_checked_too(database_url, backend, window):
+    with pytest.raises(ConfigError, match="DATABASE_PING_AFTER_IDLE_SECONDS"):
+        _app(database_url, window)
+
+
+def test_the_connection_returned_last_goes_out_first(database_url, backend):
+    app = _app(database_url, 30)
+    with app.app_context():
+        with db.engine.connect() as a, db.engine.connect() as b:
+            a_pid = a.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            b_pid = b.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            a.close()  # handed back first, b last
+        assert _backend_pid(db.engine) == b_pid != a_pid
         db.engine.dispose()

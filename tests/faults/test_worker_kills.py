@@ -142,6 +142,7 @@ def test_bursts_across_two_nodes_with_connections_dropped_leave_no_wallet_stuck(
 
             statuses += run_together(attempt, 12, during=drop_connections, timeout=None)
             db.session.remove()
+            db.engine.dispose()  # the kill dropped this process's pooled connections too
             answer = _answer_after_retry(nodes[0], wallet_no, WALLET_PASSWORD)
             wallet = get_wallet(wallet_no)
             assert wallet.attempt_seq == wallet.settled_seq, f"burst {burst_no}: a claim is left pending"
