@@ -91,6 +91,16 @@ def _sequencer(app, stop, own_session: bool) -> None:
         # sessions, sched autogroup). Forked from this bench it would queue as one process among
         # the 16 writers' instead.
         os.setsid()
+        # Out of the bench's session, a Ctrl-C no longer reaches it: it stops when the bench is gone.
+        parent = os.getppid()
+
+        def watch_parent():
+            while not stop.is_set():
+                if os.getppid() != parent:
+                    stop.set()
+                time.sleep(0.5)
+
+        threading.Thread(target=watch_parent, daemon=True).start()
     with app.app_context():
         db.engine.dispose(close=False)
         sequencer.run(db.engine, interval=policy.current().audit.sequencer_interval_seconds, stop=stop)
