@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from config import INSTANCE_DIR, ConfigError, load_config
+from config import INSTANCE_DIR, ConfigError, check_ping_window, load_config
 
 from .answers import ConsoleFlask
 from .extensions import csrf, db, login_manager, migrate
@@ -144,8 +144,6 @@ def _check_connections(app: Flask) -> None:
         return
     if app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
         return
-    from config import check_ping_window
-
     from . import dbpool
 
     window = app.config["DATABASE_PING_AFTER_IDLE_SECONDS"]
