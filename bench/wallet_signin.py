@@ -9,7 +9,10 @@ Redis for the rate-limit counters) and raw argon2id runs in N processes; the cli
 requests in flight (``--clients``), as many as the baseline's verifications at once. ``--wallets K`` spreads the sign-ins over K
 wallets (1: every request on the same wallet, the worst case for the lockout engine's ordering).
 
-Both figures are measured in the same run with the same number of threads. The API runs in a
+Both figures are measured in the same run with the same number of threads. The baseline is the
+check the API makes (``console.passwords.verify_password``: at most one thread per core on a
+hash's lanes); argon2-cffi's own ``PasswordHasher.verify`` (a thread per lane) is measured beside
+it, in every round. The API runs in a
 threaded WSGI server on 127.0.0.1 and is called over HTTP with keep-alive; the lockout
 threshold is raised for the wrong-password phase so every request pays the full path (claim,
 commit, argon2 check, attempt log, risk evaluation, commit) instead of the cheap refusal.
@@ -39,16 +42,24 @@ from _common import machine_busy  # noqa: E402
 PASSWORD = "Spring-rain-2468"
 
 
-def raw_argon2(threads: int, seconds: float) -> float:
+def _checker(how: str):
+    """``console``: the check the API makes (console.passwords.verify_password, at most one thread
+    per core); ``library``: argon2-cffi's own ``PasswordHasher.verify`` (one thread per lane)."""
+    from console.passwords import hasher, verify_password
+
+    return verify_password if how == "console" else hasher.verify
+
+
+def raw_argon2(threads: int, seconds: float, how: str = "console") -> float:
     from console.passwords import hasher
 
-    stored = hasher.hash(PASSWORD)
+    stored, check = hasher.hash(PASSWORD), _checker(how)
     stop = time.perf_counter() + seconds
     counts = [0] * threads
 
     def work(i):
         while time.perf_counter() < stop:
-            hasher.verify(stored, PASSWORD)
+            assert check(stored, PASSWORD)
             counts[i] += 1
 
     start = time.perf_counter()
@@ -57,21 +68,21 @@ def raw_argon2(threads: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - start)
 
 
-def _verify_for(seconds: float) -> int:
+def _verify_for(seconds: float, how: str = "console") -> int:
     from console.passwords import hasher
 
-    stored = hasher.hash(PASSWORD)
+    stored, check = hasher.hash(PASSWORD), _checker(how)
     stop, count = time.perf_counter() + seconds, 0
     while time.perf_counter() < stop:
-        hasher.verify(stored, PASSWORD)
+        assert check(stored, PASSWORD)
         count += 1
     return count
 
 
-def raw_argon2_processes(pool, processes: int, seconds: float) -> float:
+def raw_argon2_processes(pool, processes: int, seconds: float, how: str = "console") -> float:
     """Verifications per second of ``processes`` processes of ``pool`` (started and warmed up before)."""
     start = time.perf_counter()
-    counts = pool.map(_verify_for, [seconds] * processes)
+    counts = pool.starmap(_verify_for, [(seconds, how)] * processes)
     return sum(counts) / (time.perf_counter() - start)
 
 
@@ -156,11 +167,13 @@ def main() -> int:
         print(f"database: {make_url(url).get_backend_name()}, threads: {args.threads}, "
               f"{args.seconds:.0f} s per phase, cores: {os.cpu_count()}, wallets: {args.wallets}")
         raw = raw_argon2(args.threads, args.seconds)
+        library = raw_argon2(args.threads, args.seconds, "library")
         right, right_results = api_rate(server.server_port, key, wallet_nos, PASSWORD, args.threads, args.seconds)
         wrong, wrong_results = api_rate(server.server_port, key, wallet_nos, "wrong-password", args.threads,
                                         args.seconds)
         server.shutdown()
-        print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline")
+        print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline (the API's check)")
+        print(f"{'argon2-cffi PasswordHasher.verify':<34}{library:>9.1f} /s   {library / raw:>5.2f} x baseline")
         print(f"{'wallet API sign-in, right password':<34}{right:>9.1f} /s   {right / raw:>5.2f} x baseline   {right_results}")
         print(f"{'wallet API sign-in, wrong password':<34}{wrong:>9.1f} /s   {wrong / raw:>5.2f} x baseline   {wrong_results}")
     finally:
@@ -205,13 +218,14 @@ def _as_deployed(args, url: str, wallet_nos: list[str]) -> int:
             right_cpu, cpu = machine_busy() - cpu, machine_busy()
             wrong, wrong_results = api_rate(node.port, key, wallet_nos, "wrong-password", clients, args.seconds)
             wrong_cpu = machine_busy() - cpu
+            library = raw_argon2_processes(pool, args.processes, args.seconds, "library")
             # CPU seconds per operation, every process included.
             per = (raw_cpu / (raw * args.seconds), right_cpu / sum(right_results.values()),
                    wrong_cpu / sum(wrong_results.values()))
-            rows.append((raw, right, wrong, *per))
-            print(f"round {round_ + 1}: raw {raw:.1f}/s, right {right:.1f}/s ({right / raw:.2f} x), "
-                  f"wrong {wrong:.1f}/s ({wrong / raw:.2f} x); CPU ms per operation: raw {per[0] * 1000:.0f}, "
-                  f"right {per[1] * 1000:.0f}, wrong {per[2] * 1000:.0f}")
+            rows.append((raw, right, wrong, *per, library))
+            print(f"round {round_ + 1}: raw {raw:.1f}/s (argon2-cffi's verify {library:.1f}/s), right {right:.1f}/s "
+                  f"({right / raw:.2f} x), wrong {wrong:.1f}/s ({wrong / raw:.2f} x); CPU ms per operation: "
+                  f"raw {per[0] * 1000:.0f}, right {per[1] * 1000:.0f}, wrong {per[2] * 1000:.0f}")
         pool.close()
     finally:
         node.stop()
@@ -221,10 +235,14 @@ def _as_deployed(args, url: str, wallet_nos: list[str]) -> int:
         return statistics.median(list(values))
 
     raw = median(r[0] for r in rows)
-    print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline ({args.processes} processes; median of rounds)")
+    print(f"{'raw argon2id verify':<34}{raw:>9.1f} /s   baseline ({args.processes} processes, the API's check; "
+          f"median of rounds)")
+    print(f"{'argon2-cffi PasswordHasher.verify':<34}{median(r[6] for r in rows):>9.1f} /s   "
+          f"{median(r[6] / r[0] for r in rows):>5.2f} x baseline ({args.processes} processes, a thread per lane)")
     for name, i in (("right password", 1), ("wrong password", 2)):
         print(f"{'wallet API sign-in, ' + name:<34}{median(r[i] for r in rows):>9.1f} /s   "
-              f"{median(r[i] / r[0] for r in rows):>5.2f} x baseline (median of the rounds' ratios);   "
+              f"{median(r[i] / r[0] for r in rows):>5.2f} x baseline (median of the rounds' ratios; "
+              f"{median(r[i] / r[6] for r in rows):.2f} x argon2-cffi's verify);   "
               f"CPU per operation {median(r[i + 3] / r[3] for r in rows):.3f} x raw's, so "
               f"{median(r[3] / r[i + 3] for r in rows):.2f} x raw's throughput on a saturated machine")
     return 0
