@@ -36,6 +36,8 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
         return _verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    except UnicodeEncodeError:  # a stored hash that is not ASCII, or a password that is no text: no match
+        return False
 
 
 @lru_cache(maxsize=1)
@@ -59,8 +61,25 @@ def check_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _unpadded_b64(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _canonical(stored_hash: str):
+    """(parameters, salt, tag) of a hash in the one layout libargon2 writes
+    (``$argon2id$v=19$m=..,t=..,p=..$salt$tag``, unpadded base64, plain digits), else None."""
+    parts = stored_hash.split("$")
+    if len(parts) != 6:
+        return None
+    try:
+        params = extract_parameters(stored_hash)
+        salt = base64.b64decode(parts[4] + "=" * (-len(parts[4]) % 4), validate=True)
+        tag = base64.b64decode(parts[5] + "=" * (-len(parts[5]) % 4), validate=True)
+    except (InvalidHashError, binascii.Error, ValueError):
+        return None
+    layout = (f"${parts[1]}$v={params.version}$m={params.memory_cost},t={params.time_cost},"
+              f"p={params.parallelism}${_b64(salt)}${_b64(tag)}")
+    return (params, salt, tag) if layout == stored_hash else None
 
 
 def _verify(stored_hash: str, password: str) -> bool:
@@ -71,18 +90,16 @@ def _verify(stored_hash: str, password: str) -> bool:
     cores idle ~20 % of its time at those points, and two at once run eight threads on two cores.
     The tag depends on the lanes alone (libargon2's ``threads`` only says how many of them run at
     once), so this computes the same tag with ``min(p, cores)`` threads and compares it in constant
-    time. bench/wallet_signin.py measures both; tests/test_password_check.py holds the verdicts
-    equal. Raises what ``hasher.verify`` raises.
+    time. A hash in any other layout than the one libargon2 writes (other field order, padding,
+    signs or leading zeros, argon2 v1.2's) goes to ``hasher.verify``, so every verdict is the
+    library's. bench/wallet_signin.py measures both; tests/test_password_check.py holds them equal.
     """
-    parts = stored_hash.split("$")
-    if len(parts) != 6:  # not "$type$v=..$m=..,t=..,p=..$salt$tag" (e.g. argon2 v1.2): the library's way
+    found = _canonical(stored_hash)
+    if found is None:
         return hasher.verify(stored_hash, password)
-    params = extract_parameters(stored_hash)
-    try:
-        salt, tag = _unpadded_b64(parts[4]), _unpadded_b64(parts[5])
-    except (binascii.Error, ValueError):
-        raise InvalidHashError from None
+    params, salt, tag = found
     secret = password.encode()
+    # The buffers stay bound to these names until argon2_ctx returns: the context only points at them.
     out = ffi.new("uint8_t[]", len(tag))
     c_secret, c_salt = ffi.new("uint8_t[]", secret), ffi.new("uint8_t[]", salt)
     try:
@@ -92,8 +109,8 @@ def _verify(stored_hash: str, password: str) -> bool:
             "t_cost": params.time_cost, "m_cost": params.memory_cost, "lanes": params.parallelism,
             "threads": max(min(params.parallelism, check_threads()), 1), "version": params.version,
             "allocate_cbk": ffi.NULL, "free_cbk": ffi.NULL, "flags": lib.ARGON2_DEFAULT_FLAGS})
-    except OverflowError:  # a cost that is no 32-bit unsigned number (libargon2: a decoding failure)
-        raise InvalidHashError from None
+    except OverflowError:  # a cost that is no 32-bit unsigned number: the library refuses it its way
+        return hasher.verify(stored_hash, password)
     result = core(context, params.type.value)
     if result != lib.ARGON2_OK:
         raise VerificationError(error_to_str(result))

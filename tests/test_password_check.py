@@ -49,19 +49,45 @@ def test_agrees_with_the_library_on_any_password(password, candidate, lanes, sal
 
 
 GOOD = _hasher(parallelism=2).hash("pw")
+_HEAD, _SALT, _TAG = GOOD.rsplit("$", 2)
+
+
+def _last_char_bumped(b64: str) -> str:
+    """The same bytes in a non-canonical spelling (the unused low bits of the last character set)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    return b64[:-1] + alphabet[alphabet.index(b64[-1]) + 1]
 
 
 @pytest.mark.parametrize("stored", [
     "", "plain text", "$argon2id$v=19$m=256,t=1,p=2$", GOOD.replace("$argon2id$", "$argon2x$"),
     GOOD.replace("p=2", "p=0"), GOOD.replace("p=2", "p=two"), GOOD.replace("m=256", "m=1"),
-    GOOD.rsplit("$", 1)[0] + "$!!!!", GOOD.rsplit("$", 2)[0] + "$@@@@$" + GOOD.rsplit("$", 1)[1],
-    GOOD.rsplit("$", 2)[0] + "$c2FsdA$" + GOOD.rsplit("$", 1)[1],  # a 4-byte salt: below argon2's minimum
+    GOOD.rsplit("$", 1)[0] + "$!!!!", f"{_HEAD}$@@@@${_TAG}",
+    f"{_HEAD}$c2FsdA${_TAG}",  # a 4-byte salt: below argon2's minimum
     GOOD[:-3], GOOD + "$extra", GOOD.replace("t=1", "t=-1"), GOOD.replace("t=1", "t=99999999999"),
     GOOD.replace("p=2", "p=-4"), GOOD.replace("v=19", "v=18"),
     "$argon2id$m=256,t=1,p=2$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",  # argon2 v1.2 layout (no v=)
 ])
 def test_a_malformed_or_foreign_hash_is_a_no_not_an_error(stored):
     assert verify_password(stored, "pw") is False
+    assert _library(stored, "pw") is False
+
+
+@pytest.mark.parametrize("stored", [
+    # The right password's tag in spellings libargon2 does not write: the library's verdict, whatever it is.
+    GOOD.replace("m=256,t=1", "t=1,m=256"), GOOD.replace("m=256", "m=1,m=256"),
+    GOOD.replace("$v=19$m=256,", "$m=256,v=19,"), GOOD.replace("t=1", "t= 1"), GOOD.replace("t=1", "t=+1"),
+    GOOD.replace("t=1", "t=01"), GOOD.replace("m=256", "m=2_56"), GOOD.replace("v=19", "v=+19"),
+    GOOD.replace("t=1", "t=\uff11"), f"{_HEAD}${_SALT}==${_TAG}", f"{_HEAD}${_SALT}${_TAG}=",
+    f"{_HEAD}${_last_char_bumped(_SALT)}${_TAG}", f"{_HEAD}${_SALT}${_last_char_bumped(_TAG)}",
+    GOOD + "\x00junk", GOOD.replace("$argon2id$", "$argon2ID$"),
+])
+def test_any_other_spelling_of_a_hash_gets_the_librarys_verdict(stored):
+    assert stored != GOOD
+    assert verify_password(stored, "pw") is _library(stored, "pw")
+
+
+def test_a_password_that_is_no_text_matches_nothing():
+    assert verify_password(GOOD, "pw\ud800") is False  # a lone surrogate: no UTF-8, so no hash was made of it
 
 
 def test_lanes_are_checked_by_at_most_one_thread_per_core(monkeypatch):
@@ -82,15 +108,19 @@ def test_lanes_are_checked_by_at_most_one_thread_per_core(monkeypatch):
 
 
 def test_an_unknown_account_costs_the_same_check(monkeypatch):
-    """No stored hash: one check of the same kind, against the dummy hash, and the answer no."""
-    calls = []
-    real = passwords._verify
-    monkeypatch.setattr(passwords, "_verify", lambda stored, pw: calls.append(stored) or real(stored, pw))
+    """No stored hash: one check of the same kind (the same path, parameters and threads) against
+    the dummy hash, and the answer no."""
+    seen = []
+    real_core = passwords.core
+    monkeypatch.setattr(passwords, "core", lambda context, kind: seen.append(
+        (kind, context.t_cost, context.m_cost, context.lanes, context.threads)) or real_core(context, kind))
     assert verify_password(None, "anything") is False
-    assert calls == [passwords._dummy_hash()]
+    assert verify_password(passwords.hash_password("something"), "anything") is False
+    assert len(seen) == 2 and seen[0] == seen[1]
 
 
 def test_check_threads_counts_the_cores_this_process_may_use():
     import os
 
-    assert passwords.check_threads() == len(os.sched_getaffinity(0)) >= 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert passwords.check_threads() == cores >= 1
