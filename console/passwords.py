@@ -48,7 +48,7 @@ def _dummy_hash() -> str:
 def _burn(password: str) -> None:
     try:
         _verify(_dummy_hash(), password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+    except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
         pass
 
 

@@ -87,7 +87,9 @@ def test_any_other_spelling_of_a_hash_gets_the_librarys_verdict(stored):
 
 
 def test_a_password_that_is_no_text_matches_nothing():
-    assert verify_password(GOOD, "pw\ud800") is False  # a lone surrogate: no UTF-8, so no hash was made of it
+    # A lone surrogate: no UTF-8, so no hash was made of it. The same "no" with or without an account.
+    assert verify_password(GOOD, "pw\ud800") is False
+    assert verify_password(None, "pw\ud800") is False
 
 
 def test_lanes_are_checked_by_at_most_one_thread_per_core(monkeypatch):
