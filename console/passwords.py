@@ -34,9 +34,8 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
         return False
     try:
         return _verify(stored_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-    except UnicodeEncodeError:  # a stored hash that is not ASCII, or a password that is no text: no match
+    # UnicodeEncodeError: a stored hash that is not ASCII, or a password that is no text: no match.
+    except (VerifyMismatchError, VerificationError, InvalidHashError, UnicodeEncodeError):
         return False
 
 
@@ -65,6 +64,10 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii").rstrip("=")
 
 
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
 def _canonical(stored_hash: str):
     """(parameters, salt, tag) of a hash in the one layout libargon2 writes
     (``$argon2id$v=19$m=..,t=..,p=..$salt$tag``, unpadded base64, plain digits), else None."""
@@ -73,8 +76,7 @@ def _canonical(stored_hash: str):
         return None
     try:
         params = extract_parameters(stored_hash)
-        salt = base64.b64decode(parts[4] + "=" * (-len(parts[4]) % 4), validate=True)
-        tag = base64.b64decode(parts[5] + "=" * (-len(parts[5]) % 4), validate=True)
+        salt, tag = _unb64(parts[4]), _unb64(parts[5])
     except (InvalidHashError, binascii.Error, ValueError):
         return None
     layout = (f"${parts[1]}$v={params.version}$m={params.memory_cost},t={params.time_cost},"
@@ -107,7 +109,7 @@ def _verify(stored_hash: str, password: str) -> bool:
             "out": out, "outlen": len(tag), "pwd": c_secret, "pwdlen": len(secret), "salt": c_salt,
             "saltlen": len(salt), "secret": ffi.NULL, "secretlen": 0, "ad": ffi.NULL, "adlen": 0,
             "t_cost": params.time_cost, "m_cost": params.memory_cost, "lanes": params.parallelism,
-            "threads": max(min(params.parallelism, check_threads()), 1), "version": params.version,
+            "threads": min(params.parallelism, check_threads()), "version": params.version,
             "allocate_cbk": ffi.NULL, "free_cbk": ffi.NULL, "flags": lib.ARGON2_DEFAULT_FLAGS})
     except OverflowError:  # a cost that is no 32-bit unsigned number: the library refuses it its way
         return hasher.verify(stored_hash, password)
